@@ -1,0 +1,313 @@
+"""Typed configuration: dataclasses with a docstring per field, YAML presets, dotted overrides.
+
+The resolved config is the record of a run: it is saved as ``config.yaml`` in the
+run folder and inside every checkpoint.
+
+Presets live in ``vidpred/configs/*.yaml`` and name only what differs from the
+defaults below; ``--config`` takes a preset name or a YAML file, and
+``key.sub=value`` overrides apply last (values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vidpred.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synth"
+    """Dataset root in the processed layout (``{train,validate,test}/<traj>/<k>/``)."""
+    random_start: bool = True
+    """Training windows start at a random step of the 30 (validation always starts at 0)."""
+    use_cache: bool = True
+    """Read the packed uint8 cache (built on first use) instead of PNG folders."""
+    num_workers: int = 0
+    """DataLoader worker processes (0 loads in the main process)."""
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class ModelConfig:
+    codec: str = "dcgan64"
+    """Frame codec: ``dcgan64`` or ``vgg64`` (SVG's two 64x64 architectures)."""
+    width: int = 64
+    """Base channel count of the codec (64 is the paper's; smaller for CPU runs)."""
+    norm: str = "batch"
+    """Codec normalisation: ``batch`` (SVG) or ``group`` (per-sample, batch-size independent)."""
+    g_dim: int = 128
+    """Frame embedding size (output of the encoder and of the predictor)."""
+    z_dim: int = 64
+    """Latent size per time step (per level when hierarchical)."""
+    rnn_size: int = 256
+    """Hidden size of all LSTMs."""
+    predictor_layers: int = 2
+    """LSTM layers of the frame predictor."""
+    posterior_layers: int = 1
+    """LSTM layers of the posterior q(z_t | x_{1:t})."""
+    prior_layers: int = 1
+    """LSTM layers of the learned prior p(z_t | x_{1:t-1})."""
+    prior: str = "learned"
+    """``learned`` (SVG-LP, the assignment's extra (a)) or ``fixed`` N(0, I) (SVG-FP)."""
+    cond_dim: int = 7
+    """Numbers per step in the condition: action (4) + end-effector position (3)."""
+    cond_embed: int = 32
+    """Size of the condition embedding fed to the predictor (0 disables conditioning)."""
+    cond_conv: str = "none"
+    """Conditional convolution (Choi et al. 2019): ``none``, ``decoder`` or ``both`` (encoder too)."""
+    levels: int = 1
+    """Latent levels; 2 or more gives the hierarchical model (after HAF-SVG)."""
+    align: bool = False
+    """Hierarchical model only: warp the last observed frame's skips with a predicted flow."""
+
+    def __post_init__(self) -> None:
+        choices = {
+            "codec": ("dcgan64", "vgg64"),
+            "norm": ("batch", "group"),
+            "prior": ("learned", "fixed"),
+            "cond_conv": ("none", "decoder", "both"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("width", "g_dim", "z_dim", "rnn_size", "predictor_layers", "posterior_layers",
+                     "prior_layers", "cond_dim", "levels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.cond_embed < 0:
+            raise ConfigError(f"model.cond_embed must be >= 0, got {self.cond_embed}")
+        if self.cond_conv != "none" and self.cond_embed == 0:
+            raise ConfigError("model.cond_conv needs model.cond_embed > 0")
+        if self.align and self.levels < 2:
+            raise ConfigError("model.align needs the hierarchical model (model.levels >= 2)")
+
+
+@dataclass
+class KLConfig:
+    schedule: str = "monotonic"
+    """``monotonic``, ``cyclical`` (Fu et al. 2019) or ``constant`` beta."""
+    beta_max: float = 1.0
+    """Largest KL weight (the assignment's range is 0..1; SVG used 1e-4)."""
+    cycles: int = 4
+    """Number of cycles over the whole run (cyclical only)."""
+    ratio: float = 0.5
+    """Fraction of each cycle (or of the run, monotonic) spent ramping 0 -> beta_max."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("monotonic", "cyclical", "constant"):
+            raise ConfigError(f"train.kl.schedule must be monotonic, cyclical or constant, got {self.schedule!r}")
+        if self.beta_max < 0:
+            raise ConfigError(f"train.kl.beta_max must be >= 0, got {self.beta_max}")
+        if self.cycles < 1:
+            raise ConfigError(f"train.kl.cycles must be >= 1, got {self.cycles}")
+        if not 0.0 < self.ratio <= 1.0:
+            raise ConfigError(f"train.kl.ratio must be in (0, 1], got {self.ratio}")
+
+
+@dataclass
+class TeacherForcingConfig:
+    start: float = 1.0
+    """Probability of feeding ground truth during the first epochs."""
+    decay_start_epoch: int = 10
+    """First epoch (0-based) at which the ratio has dropped by one step."""
+    step: float = 0.1
+    """Decrease per epoch from ``decay_start_epoch`` on."""
+    floor: float = 0.0
+    """Lowest ratio."""
+
+    def __post_init__(self) -> None:
+        for name in ("start", "step", "floor"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"train.teacher_forcing.{name} must be in [0, 1], got {v}")
+        if self.decay_start_epoch < 0:
+            raise ConfigError(f"train.teacher_forcing.decay_start_epoch must be >= 0, got {self.decay_start_epoch}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300
+    """Passes over the training split."""
+    steps_per_epoch: int = 0
+    """Optimiser steps per epoch; 0 = one pass over the split (len // batch_size)."""
+    batch_size: int = 12
+    """Global batch (split across processes under torchrun)."""
+    lr: float = 0.002
+    """Adam learning rate."""
+    beta1: float = 0.9
+    """Adam beta1."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value (0 disables)."""
+    n_past: int = 2
+    """Conditioning frames."""
+    n_future: int = 10
+    """Predicted frames; training windows are n_past + n_future long."""
+    amp: str = "none"
+    """``none`` (fp32) or ``bf16`` autocast (CUDA, and CPU where supported)."""
+    seed: int = 1
+    """Seed of parameters, data order, window starts, noise and teacher forcing."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    log_every: int = 10
+    """Write a step log line every N optimiser steps."""
+    val_every: int = 1
+    """Validation PSNR every N epochs (and after the last)."""
+    ckpt_every: int = 0
+    """Also checkpoint every N steps mid-epoch (0: end of epoch only)."""
+    kl: KLConfig = field(default_factory=KLConfig)
+    teacher_forcing: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.kl, dict):
+            self.kl = _build(KLConfig, self.kl, "train.kl")
+        if isinstance(self.teacher_forcing, dict):
+            self.teacher_forcing = _build(TeacherForcingConfig, self.teacher_forcing, "train.teacher_forcing")
+        for name in ("epochs", "batch_size", "n_past", "n_future", "log_every", "val_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("steps_per_epoch", "ckpt_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.n_past + self.n_future > 30:
+            raise ConfigError(f"train.n_past + train.n_future must be <= 30 (sequence length), got {self.n_past + self.n_future}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.amp not in ("none", "bf16"):
+            raise ConfigError(f"train.amp must be none or bf16, got {self.amp!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
+
+    @property
+    def window(self) -> int:
+        return self.n_past + self.n_future
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, _build(cls, getattr(self, name), name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        return _build(cls, d, "config")
+
+
+def _build(cls, d: Any, where: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**d)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("vidpred") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path_or_preset: str) -> dict:
+    path = Path(path_or_preset)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        text = path.read_text()
+        source = str(path)
+    else:
+        res = resources.files("vidpred") / "configs" / f"{path_or_preset}.yaml"
+        if not res.is_file():
+            raise ConfigError(
+                f"unknown config {path_or_preset!r}: not a file, nor a preset ({', '.join(preset_names())})"
+            )
+        text = res.read_text()
+        source = f"preset {path_or_preset}"
+    try:
+        d = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    base = d.pop("base", None)
+    if base is not None:
+        d = _merge(_read_yaml(base), d)
+    return d
+
+
+def parse_override(text: str) -> dict:
+    """``train.kl.beta_max=0.5`` -> ``{"train": {"kl": {"beta_max": 0.5}}}``."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r} has an empty key part")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(config: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- preset or YAML file <- dotted overrides, validated."""
+    d: dict = _read_yaml(config) if config else {}
+    for o in overrides:
+        d = _merge(d, parse_override(o))
+    return Config.from_dict(d)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def replace(cfg: Config, **sections: dict) -> Config:
+    """A copy of ``cfg`` with some fields of some sections replaced."""
+    d = cfg.to_dict()
+    for name, upd in sections.items():
+        d[name] = _merge(d[name], upd)
+    return Config.from_dict(d)
+
+
+__all__ = [
+    "Config", "DataConfig", "ModelConfig", "TrainConfig", "KLConfig", "TeacherForcingConfig",
+    "load_config", "save_config", "parse_override", "preset_names", "replace",
+]

@@ -1,0 +1,242 @@
+"""Frame codecs: 64x64 encoders returning ``(h, skips)`` and decoders mirroring them.
+
+Two architectures after SVG (Denton & Fergus 2018):
+
+* ``dcgan64``: 4x4 stride-2 convolutions, 64 -> 32 -> 16 -> 8 -> 4 -> 1.
+* ``vgg64``: blocks of 3x3 conv + norm + LeakyReLU(0.2) at 64/32/16/8 px with
+  max-pooling between them, a 4x4 conv to ``g_dim`` at the end.
+
+``width`` scales every channel count (64 is the paper's setting) so that CPU runs
+can be small. The decoder concatenates the encoder's skip features at each scale
+and ends with a sigmoid, so predictions are in [0, 1].
+
+Every conv block can be a *conditional convolution* (Choi, El-Khamy & Lee 2019):
+its output channels are scaled by ``softplus(W_s c)`` and shifted by ``W_b c``
+where ``c`` is the step's condition embedding. Blocks take ``(x, c)``; ``c`` is
+ignored by plain blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidpred.errors import ConfigError
+
+CODECS = ("dcgan64", "vgg64")
+NORMS = ("batch", "group")
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """BatchNorm as in SVG; GroupNorm is per-sample (batch-size independent)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    raise ConfigError(f"model.norm must be one of {NORMS}, got {kind!r}")
+
+
+class CondScaleShift(nn.Module):
+    """Channel-wise modulation of Choi et al. (2019): ``y * softplus(W_s c) + W_b c``.
+
+    Initialised so that the block starts as the identity (scale 1, shift 0).
+    """
+
+    def __init__(self, cond_dim: int, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Linear(cond_dim, channels)
+        self.shift = nn.Linear(cond_dim, channels)
+        nn.init.zeros_(self.scale.weight)
+        nn.init.constant_(self.scale.bias, 0.5413248546129181)  # softplus^-1(1)
+        nn.init.zeros_(self.shift.weight)
+        nn.init.zeros_(self.shift.bias)
+
+    def forward(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        scale = F.softplus(self.scale(c))[:, :, None, None]  # (N, C, 1, 1)
+        shift = self.shift(c)[:, :, None, None]
+        return y * scale + shift
+
+
+class ConvBlock(nn.Module):
+    """conv (or transposed conv) -> optional conditional scale/shift -> norm -> activation."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        *,
+        transpose: bool = False,
+        norm: str | None = "batch",
+        act: str = "lrelu",
+        cond_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        conv_cls = nn.ConvTranspose2d if transpose else nn.Conv2d
+        self.conv = conv_cls(cin, cout, kernel, stride, padding)
+        self.cond = CondScaleShift(cond_dim, cout) if cond_dim > 0 else None
+        self.norm = make_norm(norm, cout) if norm else nn.Identity()
+        self.act = {
+            "lrelu": nn.LeakyReLU(0.2, inplace=True),
+            "tanh": nn.Tanh(),
+            "sigmoid": nn.Sigmoid(),
+            "none": nn.Identity(),
+        }[act]
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.conv(x)
+        if self.cond is not None:
+            if c is None:
+                raise ValueError("a conditional convolution needs a condition embedding")
+            y = self.cond(y, c)
+        return self.act(self.norm(y))
+
+
+class Stage(nn.Sequential):
+    """A sequence of :class:`ConvBlock` that threads the condition through."""
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        for block in self:
+            x = block(x, c)
+        return x
+
+
+def _widths(width: int) -> list[int]:
+    if width < 1:
+        raise ConfigError(f"model.width must be >= 1, got {width}")
+    return [width, width * 2, width * 4, width * 8]
+
+
+class DCGANEncoder(nn.Module):
+    """x (N,3,64,64) -> h (N,g_dim), skips at 32, 16, 8, 4 px."""
+
+    def __init__(self, g_dim: int, width: int = 64, norm: str = "batch", cond_dim: int = 0) -> None:
+        super().__init__()
+        w = _widths(width)
+        kw = dict(norm=norm, cond_dim=cond_dim)
+        self.stages = nn.ModuleList(
+            [
+                Stage(ConvBlock(3, w[0], 4, 2, 1, norm=None, cond_dim=cond_dim)),  # 32
+                Stage(ConvBlock(w[0], w[1], 4, 2, 1, **kw)),  # 16
+                Stage(ConvBlock(w[1], w[2], 4, 2, 1, **kw)),  # 8
+                Stage(ConvBlock(w[2], w[3], 4, 2, 1, **kw)),  # 4
+            ]
+        )
+        self.out = ConvBlock(w[3], g_dim, 4, 1, 0, norm=norm, act="tanh", cond_dim=cond_dim)  # 1
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None):
+        skips = []
+        for stage in self.stages:
+            x = stage(x, c)
+            skips.append(x)
+        h = self.out(x, c)
+        return h.flatten(1), skips
+
+
+class DCGANDecoder(nn.Module):
+    """h (N,g_dim) + skips -> x (N,3,64,64) in [0,1]."""
+
+    def __init__(self, g_dim: int, width: int = 64, norm: str = "batch", cond_dim: int = 0) -> None:
+        super().__init__()
+        w = _widths(width)
+        kw = dict(transpose=True, norm=norm, cond_dim=cond_dim)
+        self.stage_in_channels = [w[3], w[2], w[1], w[0]]  # channels of x entering each stage
+        self.inp = ConvBlock(g_dim, w[3], 4, 1, 0, **kw)  # 1 -> 4
+        self.stages = nn.ModuleList(
+            [
+                Stage(ConvBlock(w[3] * 2, w[2], 4, 2, 1, **kw)),  # 8
+                Stage(ConvBlock(w[2] * 2, w[1], 4, 2, 1, **kw)),  # 16
+                Stage(ConvBlock(w[1] * 2, w[0], 4, 2, 1, **kw)),  # 32
+                Stage(ConvBlock(w[0] * 2, 3, 4, 2, 1, transpose=True, norm=None, act="sigmoid")),  # 64
+            ]
+        )
+
+    def forward(self, h, skips, c=None, inject=()):
+        """h (N,g_dim), skips finest first, c (N,E) or None, inject: per-stage (N,C) shifts."""
+        x = self.inp(h[:, :, None, None], c)
+        for i, (stage, skip) in enumerate(zip(self.stages, reversed(skips))):
+            if i < len(inject):
+                x = x + inject[i][:, :, None, None]
+            x = stage(torch.cat([x, skip], 1), c)
+        return x
+
+
+class VGGEncoder(nn.Module):
+    """x (N,3,64,64) -> h (N,g_dim), skips at 64, 32, 16, 8 px."""
+
+    def __init__(self, g_dim: int, width: int = 64, norm: str = "batch", cond_dim: int = 0) -> None:
+        super().__init__()
+        w = _widths(width)
+
+        def vgg(cin: int, cout: int) -> ConvBlock:
+            return ConvBlock(cin, cout, 3, 1, 1, norm=norm, cond_dim=cond_dim)
+
+        self.stages = nn.ModuleList(
+            [
+                Stage(vgg(3, w[0]), vgg(w[0], w[0])),  # 64
+                Stage(vgg(w[0], w[1]), vgg(w[1], w[1])),  # 32
+                Stage(vgg(w[1], w[2]), vgg(w[2], w[2]), vgg(w[2], w[2])),  # 16
+                Stage(vgg(w[2], w[3]), vgg(w[3], w[3]), vgg(w[3], w[3])),  # 8
+            ]
+        )
+        self.out = ConvBlock(w[3], g_dim, 4, 1, 0, norm=norm, act="tanh", cond_dim=cond_dim)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None):
+        skips = []
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = stage(x, c)
+            skips.append(x)
+        h = self.out(F.max_pool2d(x, 2), c)  # 4 -> 1
+        return h.flatten(1), skips
+
+
+class VGGDecoder(nn.Module):
+    """h (N,g_dim) + skips -> x (N,3,64,64) in [0,1]."""
+
+    def __init__(self, g_dim: int, width: int = 64, norm: str = "batch", cond_dim: int = 0) -> None:
+        super().__init__()
+        w = _widths(width)
+
+        def vgg(cin: int, cout: int) -> ConvBlock:
+            return ConvBlock(cin, cout, 3, 1, 1, norm=norm, cond_dim=cond_dim)
+
+        self.stage_in_channels = [w[3], w[2], w[1], w[0]]  # channels of x entering each stage
+        self.inp = ConvBlock(g_dim, w[3], 4, 1, 0, transpose=True, norm=norm, cond_dim=cond_dim)  # 1 -> 4
+        self.stages = nn.ModuleList(
+            [
+                Stage(vgg(w[3] * 2, w[3]), vgg(w[3], w[3]), vgg(w[3], w[2])),  # 8
+                Stage(vgg(w[2] * 2, w[2]), vgg(w[2], w[2]), vgg(w[2], w[1])),  # 16
+                Stage(vgg(w[1] * 2, w[1]), vgg(w[1], w[0])),  # 32
+                Stage(vgg(w[0] * 2, w[0]), ConvBlock(w[0], 3, 3, 1, 1, norm=None, act="sigmoid")),  # 64
+            ]
+        )
+
+    def forward(self, h, skips, c=None, inject=()):
+        """h (N,g_dim), skips finest first, c (N,E) or None, inject: per-stage (N,C) shifts."""
+        x = self.inp(h[:, :, None, None], c)
+        for i, (stage, skip) in enumerate(zip(self.stages, reversed(skips))):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            if i < len(inject):
+                x = x + inject[i][:, :, None, None]
+            x = stage(torch.cat([x, skip], 1), c)
+        return x
+
+
+def build_codec(
+    name: str, g_dim: int, width: int, norm: str, enc_cond_dim: int = 0, dec_cond_dim: int = 0
+) -> tuple[nn.Module, nn.Module]:
+    """Return ``(encoder, decoder)`` for codec ``name``."""
+    if name == "dcgan64":
+        return (
+            DCGANEncoder(g_dim, width, norm, enc_cond_dim),
+            DCGANDecoder(g_dim, width, norm, dec_cond_dim),
+        )
+    if name == "vgg64":
+        return VGGEncoder(g_dim, width, norm, enc_cond_dim), VGGDecoder(g_dim, width, norm, dec_cond_dim)
+    raise ConfigError(f"model.codec must be one of {CODECS}, got {name!r}")
+

@@ -1,0 +1,271 @@
+"""SVG (Denton & Fergus 2018) as an action-conditioned CVAE, and its one rollout function.
+
+Shapes, batch-first throughout: frames ``(B, T, 3, 64, 64)`` in [0, 1], conditions
+``(B, T, 7)`` raw (action 4 + end-effector position 3; the model normalises them
+with train-split statistics stored as buffers).
+
+Per step t = 1..T-1 (frame t is predicted from frames < t):
+
+    h_{t-1}, skip = Enc(x_{t-1})            skip kept from the last observed frame
+    z_t ~ q(z_t | x_{1:t})                  posterior (training / reconstruction)
+    z_t ~ p(z_t | x_{1:t-1})                learned prior (sampling), or N(0, I)
+    g_t = Pred([h_{t-1}, z_t, e_t])         e_t = embedding of (c_{t-1}, c_t)
+    x^_t = Dec(g_t, skip)
+
+and the loss is sum_t ||x_t - x^_t||^2 + beta * KL(q || p)  (docs/derivation.md).
+
+Hierarchical latents (``levels >= 2``, after HAF-SVG, Lin et al. 2020): level 1 is
+the SVG latent above; each lower level l is conditioned on level l-1 in both the
+posterior q(z^l | x_{1:t}, z^{l-1}) and the prior p(z^l | x_{1:t-1}, z^{l-1}) and is
+injected at its own decoder scale (level 2 at the coarsest). With ``align`` a
+feature aligner predicts a flow from g_t and warps the last observed frame's
+skip features toward the predicted frame with ``grid_sample``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidpred.config import ModelConfig
+from vidpred.models.codecs import build_codec
+from vidpred.models.recurrent import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
+
+MAX_LEVELS = 5  # level l >= 2 is injected at decoder stage l - 2; decoders have 4 stages
+FLOW_GRID = 8  # resolution of the aligner's predicted flow
+
+
+@dataclass
+class RolloutOutput:
+    pred: torch.Tensor
+    """(B, T-1, 3, H, W): predictions of frames 1..T-1 (future ones are ``pred[:, n_past-1:]``)."""
+    kl: torch.Tensor
+    """(B, T-1, levels): KL(q || p) per step and latent level, summed over latent dims
+    (zeros where z came from the prior)."""
+
+
+class SVG(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if cfg.levels > MAX_LEVELS:
+            from vidpred.errors import ConfigError
+
+            raise ConfigError(f"model.levels must be <= {MAX_LEVELS}, got {cfg.levels}")
+        E, Z, L, G = cfg.cond_embed, cfg.z_dim, cfg.levels, cfg.g_dim
+        self.encoder, self.decoder = build_codec(
+            cfg.codec,
+            G,
+            cfg.width,
+            cfg.norm,
+            enc_cond_dim=E if cfg.cond_conv == "both" else 0,
+            dec_cond_dim=E if cfg.cond_conv != "none" else 0,
+        )
+        # Transition condition e_t embeds (c_{t-1}, c_t): the action taken and the
+        # end-effector positions before and after, whatever the step convention.
+        self.step_cond = nn.Linear(2 * cfg.cond_dim, E) if E > 0 else None
+        # The encoder's conditional convs see the condition of the frame itself.
+        self.frame_cond = nn.Linear(cfg.cond_dim, E) if cfg.cond_conv == "both" else None
+        self.posterior = nn.ModuleList(
+            GaussianLSTM(G + (Z if l else 0), cfg.rnn_size, Z, cfg.posterior_layers) for l in range(L)
+        )
+        self.prior = (
+            nn.ModuleList(GaussianLSTM(G + (Z if l else 0), cfg.rnn_size, Z, cfg.prior_layers) for l in range(L))
+            if cfg.prior == "learned"
+            else None
+        )
+        self.predictor = PredictorLSTM(G + Z + E, cfg.rnn_size, G, cfg.predictor_layers)
+        # Lower latent levels shift the decoder's features at their own scale.
+        self.inject = nn.ModuleList(nn.Linear(Z, ch) for ch in self.decoder.stage_in_channels[: L - 1])
+        self.flow = nn.Linear(G, 2 * FLOW_GRID * FLOW_GRID) if cfg.align else None
+        if self.flow is not None:  # start as the identity warp
+            nn.init.zeros_(self.flow.weight)
+            nn.init.zeros_(self.flow.bias)
+        self.register_buffer("cond_mean", torch.zeros(cfg.cond_dim))
+        self.register_buffer("cond_std", torch.ones(cfg.cond_dim))
+
+    def set_condition_stats(self, mean, std) -> None:
+        self.cond_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.cond_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, frames, conds, n_past: int, **kwargs) -> "RolloutOutput":
+        """Same as :func:`rollout`; a forward lets DistributedDataParallel wrap the model."""
+        return rollout(self, frames, conds, n_past, **kwargs)
+
+    # -- pieces used by the rollout -------------------------------------------------
+
+    def embed_conditions(self, conds: torch.Tensor):
+        """conds (B, T, 7) raw -> (step embeddings (B, T-1, E) or None, frame embeddings (B, T, E) or None)."""
+        c = (conds - self.cond_mean) / self.cond_std
+        step = self.step_cond(torch.cat([c[:, :-1], c[:, 1:]], -1)) if self.step_cond is not None else None
+        frame = self.frame_cond(c) if self.frame_cond is not None else None
+        return step, frame
+
+    def encode(self, frames: torch.Tensor, frame_cond: torch.Tensor | None = None):
+        """frames (B, S, 3, H, W) -> h (B, S, g), skips [(B, S, C, h, w)], all frames in one batched pass."""
+        B, S = frames.shape[:2]
+        c = frame_cond.flatten(0, 1) if frame_cond is not None else None
+        h, skips = self.encoder(frames.flatten(0, 1), c)
+        return h.view(B, S, -1), [s.view(B, S, *s.shape[1:]) for s in skips]
+
+    def decode(self, g: torch.Tensor, skips: list[torch.Tensor], z: torch.Tensor, step_cond):
+        """g (B, S, g_dim), skips [(B, S, C, h, w)], z (B, S, levels*z_dim) -> frames (B, S, 3, H, W)."""
+        B, S = g.shape[:2]
+        g = g.flatten(0, 1)
+        skips = [s.flatten(0, 1) for s in skips]
+        if self.flow is not None:
+            skips = self._align(skips, g)
+        Z = self.cfg.z_dim
+        zf = z.flatten(0, 1)
+        inject = [proj(zf[:, (l + 1) * Z : (l + 2) * Z]) for l, proj in enumerate(self.inject)]
+        c = step_cond.flatten(0, 1) if (step_cond is not None and self.cfg.cond_conv != "none") else None
+        x = self.decoder(g, skips, c, inject)
+        return x.view(B, S, *x.shape[1:])
+
+    def _align(self, skips: list[torch.Tensor], g: torch.Tensor) -> list[torch.Tensor]:
+        """Warp skip features with a flow predicted from g (the aligner of HAF-SVG)."""
+        N = g.shape[0]
+        flow = torch.tanh(self.flow(g)).view(N, 2, FLOW_GRID, FLOW_GRID)  # in normalised [-1, 1] units
+        out = []
+        for s in skips:
+            H, W = s.shape[-2:]
+            f = F.interpolate(flow, size=(H, W), mode="bilinear", align_corners=False)
+            ys = torch.linspace(-1 + 1 / H, 1 - 1 / H, H, device=s.device, dtype=s.dtype)
+            xs = torch.linspace(-1 + 1 / W, 1 - 1 / W, W, device=s.device, dtype=s.dtype)
+            base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2) as (x, y)
+            grid = base.unsqueeze(0) + f.permute(0, 2, 3, 1).to(s.dtype)
+            out.append(F.grid_sample(s, grid, mode="bilinear", padding_mode="border", align_corners=False))
+        return out
+
+    def latents(self, h_target, h_prev, eps, post_state, prior_state, use_posterior: bool):
+        """Sample z for S steps at every level.
+
+        h_target (B, S, g) encodings of the frames being predicted (posterior input;
+        unused when sampling from the prior), h_prev (B, S, g) encodings of the
+        frames before them, eps (B, S, levels*z) standard normal noise.
+        Returns z (B, S, levels*z), kl (B, S, levels) and the new states.
+        """
+        Z = self.cfg.z_dim
+        zs, kls, post_out, prior_out = [], [], [], []
+        z_above = None
+        for l in range(self.cfg.levels):
+            above = [] if z_above is None else [z_above]
+            if self.prior is not None:
+                mu_p, lv_p, sp = self.prior[l](torch.cat([h_prev, *above], -1), prior_state[l])
+            else:
+                mu_p = lv_p = torch.zeros_like(eps[..., :Z])
+                sp = None
+            eps_l = eps[..., l * Z : (l + 1) * Z]
+            if use_posterior:
+                mu_q, lv_q, sq = self.posterior[l](torch.cat([h_target, *above], -1), post_state[l])
+                z = reparameterize(mu_q, lv_q, eps_l)
+                kl = gaussian_kl(mu_q, lv_q, mu_p, lv_p)
+            else:
+                z = reparameterize(mu_p, lv_p, eps_l)
+                kl = torch.zeros_like(z[..., 0])
+                sq = post_state[l]
+            zs.append(z)
+            kls.append(kl)
+            post_out.append(sq)
+            prior_out.append(sp)
+            z_above = z
+        return torch.cat(zs, -1), torch.stack(kls, -1), post_out, prior_out
+
+
+def _skip_index(T: int, n_past: int, device) -> torch.Tensor:
+    """Frame whose skips decode step t (t = 1..T-1): x_{t-1} while observed, then the last observed."""
+    return torch.arange(T - 1, device=device).clamp(max=n_past - 1)
+
+
+def rollout(
+    model: SVG,
+    frames: torch.Tensor,
+    conds: torch.Tensor,
+    n_past: int,
+    *,
+    use_posterior: bool = True,
+    teacher_forcing: bool = True,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> RolloutOutput:
+    """Run the model over a window: training, validation and sampling all come through here.
+
+    frames (B, T, 3, H, W): ground truth; with ``use_posterior=False`` only the
+        first ``n_past`` frames are read, so ``T_frames >= n_past`` suffices.
+    conds (B, T, 7): raw conditions for every step (their length sets T).
+    use_posterior: z_t from q(z_t | x_{1:t}) at every step (training, posterior
+        reconstruction); otherwise from q while t < n_past (warming the LSTMs up on
+        the observed frames, as SVG does) and from the prior after.
+    teacher_forcing: after the observed frames, feed the ground-truth x_{t-1}
+        (True) or the model's own prediction (False). Sampling implies False.
+    noise (B, T-1, levels*z_dim): the standard normal eps of the
+        reparameterisation; drawn with ``generator`` when None.
+    """
+    B, T = conds.shape[:2]
+    L, Z = model.cfg.levels, model.cfg.z_dim
+    if frames.shape[1] < (T if use_posterior else n_past):
+        raise ValueError(f"rollout needs {T if use_posterior else n_past} frames, got {frames.shape[1]}")
+    if noise is None:
+        noise = torch.randn(B, T - 1, L * Z, generator=generator, device=frames.device, dtype=frames.dtype)
+    step_cond, frame_cond = model.embed_conditions(conds)
+    if use_posterior and teacher_forcing:
+        return _rollout_teacher_forced(model, frames, n_past, noise, step_cond, frame_cond)
+    return _rollout_stepwise(model, frames, n_past, noise, step_cond, frame_cond, use_posterior, teacher_forcing)
+
+
+def _rollout_stepwise(
+    model: SVG, frames, n_past, noise, step_cond, frame_cond, use_posterior: bool, teacher_forcing: bool
+) -> RolloutOutput:
+    """Step by step: ground truth is encoded in one batched pass, predicted frames
+    only as they are fed back."""
+    B, T = noise.shape[0], noise.shape[1] + 1
+    L = model.cfg.levels
+    n_known = T if use_posterior else n_past
+    fc = lambda a, b: None if frame_cond is None else frame_cond[:, a:b]  # noqa: E731
+    h_gt, skips_gt = model.encode(frames[:, :n_known], fc(0, n_known))
+    post_state = [None] * L
+    prior_state = [None] * L
+    pred_state = None
+    preds, kls = [], []
+    skips = None
+    for t in range(1, T):
+        if t - 1 < n_past or (teacher_forcing and t - 1 < n_known):
+            h_prev = h_gt[:, t - 1 : t]
+            if t - 1 < n_past:
+                skips = [s[:, t - 1 : t] for s in skips_gt]
+        else:
+            h_prev, _ = model.encode(preds[-1], fc(t - 1, t))
+        posterior_now = use_posterior or t < n_past
+        h_tgt = h_gt[:, t : t + 1] if posterior_now else None
+        z, kl, post_state, prior_state = model.latents(
+            h_tgt, h_prev, noise[:, t - 1 : t], post_state, prior_state, posterior_now
+        )
+        if not use_posterior:
+            kl = torch.zeros_like(kl)  # sampling: the KL is not an objective here
+        e = None if step_cond is None else step_cond[:, t - 1 : t]
+        z_top = z[..., : model.cfg.z_dim]  # level 1 drives the dynamics; lower levels go to the decoder
+        g, pred_state = model.predictor(torch.cat([h_prev, z_top] + ([e] if e is not None else []), -1), pred_state)
+        preds.append(model.decode(g, skips, z, e))
+        kls.append(kl)
+    return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1))
+
+
+def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_cond) -> RolloutOutput:
+    """All inputs are ground truth, so every LSTM runs over the whole window in one call
+    and every frame is encoded and decoded in one batched pass."""
+    T = frames.shape[1]
+    h, skips = model.encode(frames, frame_cond)  # h (B, T, g)
+    L = model.cfg.levels
+    z, kl, _, _ = model.latents(h[:, 1:], h[:, :-1], noise, [None] * L, [None] * L, True)
+    inp = [h[:, :-1], z[..., : model.cfg.z_dim]] + ([step_cond] if step_cond is not None else [])
+    g, _ = model.predictor(torch.cat(inp, -1))  # (B, T-1, g)
+    idx = _skip_index(T, n_past, frames.device)
+    pred = model.decode(g, [s[:, idx] for s in skips], z, step_cond)
+    return RolloutOutput(pred=pred, kl=kl)
+
+
+def build_model(cfg: ModelConfig) -> SVG:
+    return SVG(cfg)

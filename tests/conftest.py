@@ -1,0 +1,24 @@
+"""Shared fixtures. Data fixtures are tiny so the whole suite stays fast on 2 cores."""
+
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small synthetic dataset (train 4, validate 2, test 2, seed 0). Treat as read-only;
+    use ``synth_copy`` to modify files."""
+    from vidpred.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    generate(root, train=4, validate=2, test=2, seed=0, workers=1, quiet=True)
+    return root
+
+
+@pytest.fixture
+def synth_copy(synth_root, tmp_path):
+    """A private, writable copy of ``synth_root`` (without any cache)."""
+    dst = tmp_path / "data"
+    shutil.copytree(synth_root, dst, ignore=shutil.ignore_patterns(".cache"))
+    return dst
