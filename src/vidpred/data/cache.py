@@ -111,7 +111,9 @@ def verify_files(cache_dir: Path, manifest: dict) -> None:
         conds = np.load(conds_path, mmap_mode="r")
         shape = tuple(conds.shape)
     except (OSError, ValueError) as err:
-        raise DataError(f"{conds_path}: corrupt cache file ({err}); rebuild with `vidpred data cache ROOT --rebuild`") from None
+        raise DataError(
+            f"{conds_path}: corrupt cache file ({err}); rebuild with `vidpred data cache ROOT --rebuild`"
+        ) from None
     if shape != (n, SEQ_LEN, COND_DIM):
         raise DataError(f"{conds_path}: expected shape {(n, SEQ_LEN, COND_DIM)}, got {shape}")
 
@@ -125,6 +127,7 @@ def ensure_cache(root: str | os.PathLike, split: str, rebuild: bool = False,
     """
     sequences = list_sequences(root, split)  # DataError on a missing or empty split
     source_fp = fingerprint(root, split)
+    stale = None
     if not rebuild:
         for cache_dir in candidate_dirs(root, split):
             if not (cache_dir / MANIFEST_FILE).exists():
@@ -139,12 +142,13 @@ def ensure_cache(root: str | os.PathLike, split: str, rebuild: bool = False,
                     f"{source_fp[:12]}, got {str(manifest.get('fingerprint'))[:12]}; "
                     "refresh with `vidpred data cache ROOT`"
                 )
-            if not quiet:
-                print(f"vidpred: cache {cache_dir} is stale (source changed); rebuilding", file=sys.stderr)
+            stale = cache_dir
     if verify_only:
         raise DataError(f"{split_dir(root, split)}: no cache built; build with `vidpred data cache ROOT`")
     primary, fallback = candidate_dirs(root, split)
     target = primary if _is_writable(Path(root)) else fallback
+    if stale is not None and not quiet:
+        print(f"vidpred: cache {stale} is stale (source changed); rebuilding in {target}", file=sys.stderr)
     build_cache(sequences, target, split, source_fp, workers=workers, quiet=quiet)
     return target
 

@@ -1,0 +1,182 @@
+"""The model: KL, reparameterisation, codecs, the rollout's two paths, the extras."""
+
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from vidpred.config import ModelConfig
+from vidpred.errors import ConfigError
+from vidpred.models.codecs import CondScaleShift, build_codec
+from vidpred.models.recurrent import gaussian_kl, reparameterize
+from vidpred.models.svg import SVG, _rollout_stepwise, rollout
+
+TINY = dict(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8)
+
+
+def tiny(**kw) -> ModelConfig:
+    return ModelConfig(**{**TINY, **kw})
+
+
+def batch(B=2, T=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, T, 3, 64, 64, generator=g), torch.randn(B, T, 7, generator=g)
+
+
+def test_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu_q, lv_q, mu_p, lv_p = (torch.randn(5, 8, generator=g) for _ in range(4))
+    ours = gaussian_kl(mu_q, lv_q, mu_p, lv_p)
+    ref = kl_divergence(Normal(mu_q, (0.5 * lv_q).exp()), Normal(mu_p, (0.5 * lv_p).exp())).sum(-1)
+    assert ours.shape == (5,)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_kl_of_a_distribution_with_itself_is_zero():
+    mu, lv = torch.randn(3, 7), torch.randn(3, 7)
+    assert gaussian_kl(mu, lv, mu, lv).abs().max() < 1e-6
+    assert (gaussian_kl(mu, lv, torch.zeros(3, 7), torch.zeros(3, 7)) > 0).all()
+
+
+def test_reparameterisation_gradients():
+    mu = torch.tensor([0.3, -1.0], requires_grad=True)
+    logvar = torch.tensor([0.2, -0.5], requires_grad=True)
+    eps = torch.tensor([1.5, -0.7])
+    z = reparameterize(mu, logvar, eps)
+    torch.testing.assert_close(z, mu + torch.exp(0.5 * logvar) * eps)
+    z.sum().backward()
+    torch.testing.assert_close(mu.grad, torch.ones(2))
+    torch.testing.assert_close(logvar.grad, 0.5 * torch.exp(0.5 * logvar.detach()) * eps)
+
+
+@pytest.mark.parametrize("codec,skip_sizes", [("dcgan64", [32, 16, 8, 4]), ("vgg64", [64, 32, 16, 8])])
+@pytest.mark.parametrize("width", [4, 8])
+def test_codec_shapes(codec, skip_sizes, width):
+    enc, dec = build_codec(codec, g_dim=16, width=width, norm="batch")
+    x = torch.rand(3, 3, 64, 64)
+    h, skips = enc(x)
+    assert h.shape == (3, 16)
+    assert [s.shape[-1] for s in skips] == skip_sizes
+    assert [s.shape[1] for s in skips] == [width, 2 * width, 4 * width, 8 * width]
+    y = dec(h, skips)
+    assert y.shape == x.shape
+    assert y.min() >= 0 and y.max() <= 1  # sigmoid output
+
+
+def test_unknown_codec_is_a_config_error():
+    with pytest.raises(ConfigError, match="codec"):
+        ModelConfig(codec="resnet")
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(), dict(codec="vgg64"), dict(prior="fixed"), dict(levels=2, align=True, cond_conv="both")]
+)
+def test_teacher_forced_batched_rollout_equals_step_by_step(kw):
+    """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop."""
+    torch.manual_seed(0)
+    model = SVG(tiny(**kw)).eval()
+    frames, conds = batch()
+    noise = torch.randn(2, 5, model.cfg.levels * model.cfg.z_dim)
+    fast = rollout(model, frames, conds, 2, noise=noise)
+    step_cond, frame_cond = model.embed_conditions(conds)
+    slow = _rollout_stepwise(model, frames, 2, noise, step_cond, frame_cond, True, True)
+    torch.testing.assert_close(fast.pred, slow.pred, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.kl, slow.kl, rtol=1e-5, atol=1e-5)
+    assert fast.pred.shape == (2, 5, 3, 64, 64)
+
+
+def test_sampling_reads_only_the_past_frames_and_has_no_kl():
+    torch.manual_seed(0)
+    model = SVG(tiny()).eval()
+    frames, conds = batch()
+    other = frames.clone()
+    other[:, 2:] = torch.rand_like(other[:, 2:])
+    noise = torch.randn(2, 5, 4)
+    a = rollout(model, frames, conds, 2, use_posterior=False, noise=noise)
+    b = rollout(model, other[:, :2], conds, 2, use_posterior=False, noise=noise)
+    torch.testing.assert_close(a.pred, b.pred)
+    assert a.kl.abs().max() == 0
+    c = rollout(model, frames, conds, 2, use_posterior=False, noise=torch.randn(2, 5, 4))
+    assert (a.pred[:, 1:] - c.pred[:, 1:]).abs().max() > 0  # different z -> different futures
+
+
+def test_predictions_depend_on_the_conditions():
+    torch.manual_seed(0)
+    model = SVG(tiny()).eval()
+    frames, conds = batch()
+    noise = torch.zeros(2, 5, 4)
+    a = rollout(model, frames, conds, 2, use_posterior=False, noise=noise)
+    b = rollout(model, frames, conds + 1.0, 2, use_posterior=False, noise=noise)
+    assert (a.pred - b.pred).abs().max() > 1e-6
+
+
+def test_conditional_convolution_scales_and_shifts_with_the_condition():
+    layer = CondScaleShift(cond_dim=3, channels=2)
+    y = torch.ones(4, 2, 5, 5)
+    c = torch.randn(4, 3)
+    torch.testing.assert_close(layer(y, c), y)  # starts as the identity
+    with torch.no_grad():
+        layer.scale.weight.fill_(0.3)
+        layer.shift.weight.fill_(-0.2)
+    out = layer(y, c)
+    expected_scale = torch.nn.functional.softplus(layer.scale(c))[:, :, None, None]
+    expected_shift = layer.shift(c)[:, :, None, None]
+    torch.testing.assert_close(out, y * expected_scale + expected_shift)
+    assert (out[0] - out[1]).abs().max() > 0  # different conditions, different outputs
+
+
+def test_conditional_convolution_is_wired_into_the_codecs():
+    model = SVG(tiny(cond_conv="both"))
+    n_dec = sum(1 for m in model.decoder.modules() if isinstance(m, CondScaleShift))
+    n_enc = sum(1 for m in model.encoder.modules() if isinstance(m, CondScaleShift))
+    assert n_dec >= 4 and n_enc >= 4
+    assert not any(isinstance(m, CondScaleShift) for m in SVG(tiny()).modules())
+
+
+def test_hierarchical_latents_have_one_kl_term_per_level():
+    torch.manual_seed(0)
+    model = SVG(tiny(levels=3, align=True))
+    frames, conds = batch()
+    out = rollout(model, frames, conds, 2)
+    assert out.kl.shape == (2, 5, 3)
+    assert (out.kl > 0).all()
+    assert len(model.posterior) == 3 and len(model.prior) == 3 and len(model.inject) == 2
+    # the lower levels reach the decoder: changing only their noise changes the frame
+    noise = torch.zeros(2, 5, 12)
+    a = rollout(model.eval(), frames, conds, 2, noise=noise)
+    noise[..., 4:] = 3.0
+    b = rollout(model, frames, conds, 2, noise=noise)
+    assert (a.pred - b.pred).abs().max() > 1e-6
+
+
+def test_aligner_starts_as_identity_warp():
+    torch.manual_seed(0)
+    model = SVG(tiny(levels=2, align=True)).eval()
+    skip = torch.rand(3, 4, 16, 16)
+    g = torch.randn(3, 16)
+    torch.testing.assert_close(model._align([skip], g)[0], skip, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model.flow.bias.fill_(0.2)  # a uniform shift moves the features
+    assert (model._align([skip], g)[0] - skip).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(prior="fixed"), dict(), dict(cond_conv="decoder"), dict(levels=2, align=True), dict(codec="vgg64")],
+    ids=["fixed-prior", "learned-prior", "cond-conv", "hierarchical", "vgg64"],
+)
+def test_overfits_one_batch(kw):
+    torch.manual_seed(0)
+    model = SVG(tiny(**kw))
+    frames, conds = batch(B=2, T=5, seed=1)
+    frames = torch.nn.functional.avg_pool2d(frames.flatten(0, 1), 9, 1, 4).view_as(frames)  # learnable
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        out = rollout(model, frames, conds, 2, noise=torch.zeros(2, 4, model.cfg.levels * 4))
+        mse = ((out.pred - frames[:, 1:]) ** 2).mean()
+        loss = mse + 1e-4 * out.kl.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(mse.item())
+    assert losses[-1] < 0.25 * losses[0], (losses[0], losses[-1])
