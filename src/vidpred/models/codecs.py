@@ -59,7 +59,7 @@ class CondScaleShift(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """conv (or transposed conv) -> optional conditional scale/shift -> norm -> activation."""
+    """conv (or transposed conv) -> norm -> optional conditional scale/shift -> activation."""
 
     def __init__(
         self,
@@ -76,9 +76,11 @@ class ConvBlock(nn.Module):
     ) -> None:
         super().__init__()
         conv_cls = nn.ConvTranspose2d if transpose else nn.Conv2d
-        self.conv = conv_cls(cin, cout, kernel, stride, padding)
-        self.cond = CondScaleShift(cond_dim, cout) if cond_dim > 0 else None
+        # A bias before a normalisation is cancelled by it (zero gradient): leave it out.
+        self.conv = conv_cls(cin, cout, kernel, stride, padding, bias=not norm)
         self.norm = make_norm(norm, cout) if norm else nn.Identity()
+        # Modulate after the normalisation, which would otherwise undo it (as in FiLM).
+        self.cond = CondScaleShift(cond_dim, cout) if cond_dim > 0 else None
         self.act = {
             "lrelu": nn.LeakyReLU(0.2, inplace=True),
             "tanh": nn.Tanh(),
@@ -87,12 +89,12 @@ class ConvBlock(nn.Module):
         }[act]
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.conv(x)
+        y = self.norm(self.conv(x))
         if self.cond is not None:
             if c is None:
                 raise ValueError("a conditional convolution needs a condition embedding")
             y = self.cond(y, c)
-        return self.act(self.norm(y))
+        return self.act(y)
 
 
 class Stage(nn.Sequential):

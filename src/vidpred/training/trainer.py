@@ -115,7 +115,7 @@ class JsonlLog:
     def __init__(self, path: Path, enabled: bool, keep_until_step: int | None) -> None:
         self.path, self.enabled = path, enabled
         if enabled and keep_until_step is not None and path.exists():
-            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= keep_until_step]
+            kept = [ln for ln in _complete_lines(path) if json.loads(ln)["step"] <= keep_until_step]
             path.write_text("".join(ln + "\n" for ln in kept))
 
     def write(self, record: dict) -> None:
@@ -161,9 +161,14 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         raise ConfigError(f"train.batch_size {tc.batch_size} must divide evenly over {d.world} processes")
     local_batch = tc.batch_size // d.world
 
+    # Rank 0 opens the splits first so that only it builds a missing cache.
+    if d.enabled and not d.main:
+        torch.distributed.barrier()
     train_ds = open_split(cfg.data.root, "train", window=tc.window, random_start=cfg.data.random_start,
                           use_cache=cfg.data.use_cache, seed=tc.seed)
     val_ds = open_split(cfg.data.root, "validate", window=tc.window, random_start=False, use_cache=cfg.data.use_cache)
+    if d.enabled and d.main:
+        torch.distributed.barrier()
     if len(train_ds) < tc.batch_size:
         raise DataError(f"train split of {cfg.data.root} has {len(train_ds)} sequences, fewer than train.batch_size {tc.batch_size}")
     steps_per_epoch = tc.steps_per_epoch or len(train_ds) // tc.batch_size
@@ -312,10 +317,21 @@ def _tb_scalars(tb, record: dict, step: int) -> None:
     tb.flush()
 
 
+def _complete_lines(path: Path) -> list[str]:
+    """Lines of a JSON-lines file, without a last line cut short by a killed process."""
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    if lines:
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    return lines
+
+
 def read_metrics(run: Path) -> list[dict]:
     path = Path(run) / METRICS
     if not path.is_file():
         raise DataError(f"{path} not found: is {run} a vidpred run folder?")
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return [json.loads(ln) for ln in _complete_lines(path)]
 
 

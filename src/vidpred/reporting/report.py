@@ -1,0 +1,254 @@
+"""A static, self-contained HTML report comparing runs side by side.
+
+``build_report(runs, out)`` writes ``out/index.html`` and every picture it shows
+under ``out/`` (relative links, so the folder can be copied or zipped):
+
+* evaluation table (runs as columns) and per-step PSNR/SSIM plot, read from each
+  run's ``eval_<split>.json`` (computed first when missing or older than the checkpoint);
+* training curves of all runs on one figure (beta and teacher forcing on a second axis);
+* per run, the GIF and the per-step grid of one test sequence;
+* the configs: the keys that differ between runs, then each ``config.yaml`` in full.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vidpred.errors import DataError
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1400px; color: #222; padding: 0 16px; }
+h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 2em; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f3f3f3; }
+.side { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+.side > div { flex: 1 1 0; min-width: 320px; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+pre { background: #f7f7f7; padding: 8px; font-size: 0.8em; overflow-x: auto; }
+.good { color: #1a7f37; font-weight: 600; } .bad { color: #c62828; font-weight: 600; }
+.note { color: #666; font-size: 0.9em; }
+"""
+
+
+def _labels(runs: list[Path]) -> list[str]:
+    """Short unique names for the runs (folder names, numbered when they clash)."""
+    names = [r.resolve().name for r in runs]
+    out = []
+    for i, n in enumerate(names):
+        out.append(n if names.count(n) == 1 else f"{n}-{i + 1}")
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _checkpoint_mtime(run: Path) -> float:
+    return max((p.stat().st_mtime for p in (run / "best.pt", run / "last.pt") if p.is_file()), default=0.0)
+
+
+def ensure_evaluation(run: Path, split: str, evaluate: bool, eval_kwargs: dict) -> dict | None:
+    """The run's ``eval_<split>.json``; computed (and written) when missing or older than
+    the checkpoint, unless ``evaluate`` is False (then None when missing)."""
+    from vidpred.evaluation.evaluate import default_output, evaluate_run, read_json, write_json
+
+    path = default_output(run, split)
+    fresh = path.is_file() and path.stat().st_mtime >= _checkpoint_mtime(run)
+    if fresh or (path.is_file() and not evaluate):
+        return read_json(path)
+    if not evaluate:
+        return None
+    result = evaluate_run(run, split=split, **eval_kwargs)
+    write_json(result, path)
+    return result
+
+
+def build_report(runs: list[str | Path], out: str | Path, split: str = "test", index: int = 0,
+                 evaluate: bool = True, samples: int = 5, seed: int = 0, max_sequences: int | None = None,
+                 device: str = "auto", grid_samples: int = 3, progress: bool | None = None,
+                 title: str = "vidpred report") -> Path:
+    """Write ``out/index.html`` for ``runs``; returns its path."""
+    from vidpred.evaluation.evaluate import predict_run
+    from vidpred.reporting.media import write_prediction
+    from vidpred.reporting.plots import plot_eval_steps, plot_training
+    from vidpred.training.trainer import read_metrics
+
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise DataError("report needs at least one run folder")
+    for r in runs:
+        if not r.is_dir():
+            raise DataError(f"run folder {r} not found")
+        if not (r / "config.yaml").is_file():
+            raise DataError(f"{r / 'config.yaml'} not found: is {r} a vidpred run folder?")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = _labels(runs)
+    configs = [yaml.safe_load((r / "config.yaml").read_text()) for r in runs]
+
+    curves = plot_training(runs, out / "curves.png", labels=labels)
+    eval_kwargs = dict(samples=samples, seed=seed, max_sequences=max_sequences, device=device, progress=progress)
+    evals = [ensure_evaluation(r, split, evaluate, eval_kwargs) for r in runs]
+    per_run = []
+    for r, label, ev in zip(runs, labels, evals):
+        folder = out / _safe(label)
+        folder.mkdir(exist_ok=True)
+        shutil.copyfile(r / "config.yaml", folder / "config.yaml")
+        if ev is not None:
+            (folder / f"eval_{split}.json").write_text(json.dumps(ev, indent=1) + "\n")
+        pred = predict_run(r, split=split, index=index, samples=grid_samples, seed=seed, device=device)
+        media = write_prediction(pred, folder, mp4=True)
+        records = read_metrics(r)
+        per_run.append({"label": label, "run": r, "folder": folder.name, "eval": ev, "media": media,
+                        "pred": pred, "records": records})
+    done = [(e, l) for e, l in zip(evals, labels) if e is not None]
+    steps_png = plot_eval_steps([e for e, _ in done], [l for _, l in done], out / "eval_steps.png") if done else None
+
+    page = _html(title, split, per_run, configs, curves.name, steps_png.name if steps_png else None, index)
+    index_html = out / "index.html"
+    index_html.write_text(page)
+    return index_html
+
+
+def _eval_table(per_run: list[dict]) -> str:
+    rows = [
+        ("PSNR, mean over samples (dB)", "psnr", "mean", "{:.2f}"),
+        ("PSNR, first sample (dB)", "psnr", "first", "{:.2f}"),
+        ("PSNR, best of N (dB)", "psnr", "best", "{:.2f}"),
+        ("PSNR, worst of N (dB)", "psnr", "worst", "{:.2f}"),
+        ("SSIM, mean over samples", "ssim", "mean", "{:.3f}"),
+        ("SSIM, best-PSNR sample", "ssim", "best", "{:.3f}"),
+    ]
+    head = "".join(f"<th>{html.escape(p['label'])}</th>" for p in per_run)
+    body = []
+    for name, m, stat, fmt in rows:
+        cells = "".join(
+            f"<td>{fmt.format(p['eval']['model'][m][stat]['average'])}</td>" if p["eval"] else "<td>-</td>"
+            for p in per_run)
+        body.append(f"<tr><td>{name}</td>{cells}</tr>")
+    for name, m, fmt in (("copy last frame: PSNR (dB)", "psnr", "{:.2f}"), ("copy last frame: SSIM", "ssim", "{:.3f}")):
+        cells = "".join(
+            f"<td>{fmt.format(p['eval']['copy_last'][m]['average'])}</td>" if p["eval"] else "<td>-</td>"
+            for p in per_run)
+        body.append(f"<tr><td>{name}</td>{cells}</tr>")
+    cells = []
+    for p in per_run:
+        if not p["eval"]:
+            cells.append("<td>-</td>")
+            continue
+        margin = p["eval"]["psnr_margin_db"]
+        cells.append(f"<td class=\"{'good' if margin > 0 else 'bad'}\">{margin:+.2f}</td>")
+    body.append(f"<tr><td>margin over copy-last (dB)</td>{''.join(cells)}</tr>")
+    cells = "".join(
+        f"<td>{p['eval']['n_sequences']} x {p['eval']['n_samples']}, {p['eval']['n_past']} &rarr; "
+        f"{p['eval']['n_future']}</td>" if p["eval"] else "<td>-</td>" for p in per_run)
+    body.append(f"<tr><td>sequences x samples, frames</td>{cells}</tr>")
+    cells = "".join(f"<td>{html.escape(Path(p['eval']['checkpoint']).name)}</td>" if p["eval"] else "<td>-</td>"
+                    for p in per_run)
+    body.append(f"<tr><td>checkpoint</td>{cells}</tr>")
+    return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _training_table(per_run: list[dict]) -> str:
+    head = "".join(f"<th>{html.escape(p['label'])}</th>" for p in per_run)
+    stats = []
+    for p in per_run:
+        epochs = [r for r in p["records"] if r.get("kind") == "epoch"]
+        vals = [r["val_psnr"] for r in epochs if r.get("val_psnr") is not None]
+        steps = [r for r in p["records"] if r.get("kind") == "step"]
+        speed = [r["seq_per_s"] for r in steps if r.get("seq_per_s")]
+        stats.append({
+            "optimiser steps": str(max((r["step"] for r in p["records"]), default=0)),
+            "epochs": str(len(epochs)),
+            "best validation PSNR (dB)": f"{max(vals):.2f}" if vals else "-",
+            "last validation PSNR (dB)": f"{vals[-1]:.2f}" if vals else "-",
+            "last epoch MSE per frame": f"{epochs[-1]['mse']:.5f}" if epochs else "-",
+            "sequences / s (median)": f"{sorted(speed)[len(speed) // 2]:.1f}" if speed else "-",
+        })
+    body = "".join(f"<tr><td>{k}</td>" + "".join(f"<td>{s[k]}</td>" for s in stats) + "</tr>" for k in stats[0])
+    return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _config_diff(per_run: list[dict], configs: list[dict]) -> str:
+    flat = [_flatten(c) for c in configs]
+    keys = sorted({k for f in flat for k in f})
+    diff = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+    if len(per_run) < 2:
+        return ""
+    if not diff:
+        return "<p>The runs' configs are identical.</p>"
+    head = "".join(f"<th>{html.escape(p['label'])}</th>" for p in per_run)
+    body = "".join(f"<tr><td>{html.escape(k)}</td>"
+                   + "".join(f"<td>{html.escape(str(f.get(k, '-')))}</td>" for f in flat) + "</tr>" for k in diff)
+    return f"<p>Keys that differ:</p><table><thead><tr><th>key</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(title: str, split: str, per_run: list[dict], configs: list[dict], curves: str, steps_png: str | None,
+          index: int) -> str:
+    esc = html.escape
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    parts = [
+        "<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        f"<p class=\"note\">Runs: {', '.join(esc(str(p['run'])) for p in per_run)}. Generated {now}.</p>",
+        f"<h2>Evaluation ({esc(split)} split)</h2>",
+    ]
+    if any(p["eval"] for p in per_run):
+        parts.append("<p class=\"note\">Prior samples of the future from the observed frames; PSNR = "
+                     "10 log10(1/MSE) per frame in [0, 1], SSIM Gaussian window 11, sigma 1.5; both averaged over "
+                     "the predicted frames and the sequences. Best / worst of N: per sequence the sample with the "
+                     "highest / lowest mean PSNR. The margin compares the mean-over-samples PSNR with copying the "
+                     "last observed frame.</p>")
+        parts.append(_eval_table(per_run))
+        if steps_png:
+            parts.append(f"<p><img src=\"{esc(steps_png)}\" alt=\"per-step PSNR and SSIM\"></p>")
+    else:
+        parts.append("<p>No evaluation available (run <code>vidpred evaluate</code> first).</p>")
+    parts += ["<h2>Training</h2>", _training_table(per_run),
+              f"<p><img src=\"{esc(curves)}\" alt=\"training curves\"></p>"]
+    first = per_run[0]["pred"]
+    parts.append(f"<h2>Predictions: {esc(split)} sequence {index} ({esc(first['name'])})</h2>")
+    parts.append("<p class=\"note\">Green: observed frames; red: predicted. The GIF shows the first prior "
+                 "sample beside the ground truth; the grid shows, per frame, the ground truth, the posterior "
+                 "reconstruction (latents inferred from the true future) and prior samples.</p>")
+    parts.append("<div class=\"side\">")
+    for p in per_run:
+        f = p["folder"]
+        links = " ".join(f"<a href=\"{esc(f)}/{esc(path.name)}\">{kind}</a>" for kind, path in p["media"].items())
+        parts.append(f"<div><h3>{esc(p['label'])}</h3><img src=\"{esc(f)}/{esc(p['media']['gif'].name)}\" "
+                     f"alt=\"{esc(p['label'])} prediction GIF\"><p class=\"note\">{links}</p></div>")
+    parts.append("</div>")
+    for p in per_run:
+        f = p["folder"]
+        grid = p["media"]["grid"].name
+        parts.append(f"<h3>{esc(p['label'])}: prediction at each time step</h3>"
+                     f"<a href=\"{esc(f)}/{esc(grid)}\"><img src=\"{esc(f)}/{esc(grid)}\" "
+                     f"alt=\"{esc(p['label'])} prediction grid\"></a>")
+    parts.append("<h2>Configs</h2>")
+    parts.append(_config_diff(per_run, configs))
+    parts.append("<div class=\"side\">")
+    for p, c in zip(per_run, configs):
+        text = yaml.safe_dump(c, sort_keys=False)
+        parts.append(f"<div><h3>{esc(p['label'])}</h3><pre>{esc(text)}</pre></div>")
+    parts.append("</div></body></html>")
+    return "\n".join(parts) + "\n"
