@@ -218,3 +218,11 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(synth_root, tmp_
         for key in ("loss", "mse", "kl", "val_psnr"):
             if key in x:
                 assert x[key] == pytest.approx(y[key], rel=1e-4), (key, x, y)
+
+
+def test_bf16_autocast_trains_on_cpu(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root, "train.epochs=1", "train.amp=bf16", "train.teacher_forcing.start=0.0")
+    summary = trainer.train(cfg, tmp_path / "run", progress=False)
+    steps = [r for r in trainer.read_metrics(tmp_path / "run") if r["kind"] == "step"]
+    assert summary["steps"] == 2 and all(r["loss"] == r["loss"] and r["loss"] > 0 for r in steps)
+    assert 0 < summary["best_val_psnr"] < 100

@@ -1,0 +1,138 @@
+"""Time one training step at the assignment's setting and compare with the reference schedule.
+
+Setting: batch 12, 12 frames (2 past + 10 future), full-width codecs, g 128, z 64,
+rnn 256, predictor 2 layers, learned prior; Adam step included.
+
+``ours``      : vidpred's rollout (every ground-truth frame encoded once in one batched
+                pass; each LSTM run over the window in one call; one batched decode).
+``reference`` : the same modules driven the way edenton/svg's ``train()`` drives them:
+                per time step, encode x_{t-1} and x_t separately (every frame is
+                encoded twice), step the LSTM cells, decode one frame.
+
+Each configuration runs in a fresh process so that peak memory (max RSS on CPU,
+``torch.cuda.max_memory_allocated`` on CUDA) is its own.
+
+    python benchmarks/bench_train_step.py                 # CPU, both codecs, fp32 + bf16
+    python benchmarks/bench_train_step.py --device cuda   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def reference_loss(model, frames, conds, n_past: int):
+    """The reference's schedule of computation (edenton/svg train.py), same layers as ours."""
+    B, T = frames.shape[:2]
+    step_cond, _ = model.embed_conditions(conds)
+    post = prior = pred = None
+    mse = kld = 0.0
+    skip = None
+    for t in range(1, T):
+        h, skip_t = model.encoder(frames[:, t - 1])  # encode x_{t-1} ...
+        h_target = model.encoder(frames[:, t])[0]  # ... and x_t again at the next step
+        if t - 1 < n_past:
+            skip = skip_t
+        h, h_target = h[:, None], h_target[:, None]
+        mu, logvar, post = model.posterior[0](h_target, post)
+        mu_p, logvar_p, prior = model.prior[0](h, prior)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        g, pred = model.predictor(torch.cat([h, z, step_cond[:, t - 1 : t]], -1), pred)
+        x_hat = model.decoder(g[:, 0], skip)
+        mse = mse + ((x_hat.float() - frames[:, t]) ** 2).mean()
+        kl = 0.5 * (logvar_p - logvar + (logvar.exp() + (mu - mu_p) ** 2) / logvar_p.exp() - 1)
+        kld = kld + kl.float().sum(-1).mean()
+    return mse + 1e-4 * kld
+
+
+def ours_loss(model, frames, conds, n_past: int):
+    from vidpred.models.svg import rollout
+
+    out = rollout(model, frames, conds, n_past)
+    mse = ((out.pred.float() - frames[:, 1:]) ** 2).mean(dim=(0, 2, 3, 4)).sum()
+    return mse + 1e-4 * out.kl.float().sum(-1).mean(0).sum()
+
+
+def run_one(codec: str, impl: str, amp: str, device: str, steps: int, warmup: int) -> dict:
+    from vidpred.config import ModelConfig
+    from vidpred.models.svg import SVG
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    model = SVG(ModelConfig(codec=codec, width=64, g_dim=128, z_dim=64, rnn_size=256)).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=0.002, betas=(0.9, 0.999))
+    frames = torch.rand(12, 12, 3, 64, 64, device=dev)
+    conds = torch.randn(12, 12, 7, device=dev)
+    loss_fn = ours_loss if impl == "ours" else reference_loss
+    times = []
+    for i in range(warmup + steps):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            loss = loss_fn(model, frames, conds, 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    sec = sorted(times)[len(times) // 2]  # median
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {"codec": codec, "impl": impl, "amp": amp, "device": device, "s_per_step": sec,
+            "seq_per_s": 12 / sec, "peak_mib": peak, "steps": steps}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--codecs", nargs="+", default=["dcgan64", "vgg64"])
+    ap.add_argument("--amp", nargs="+", default=["none", "bf16"])
+    ap.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--one", nargs=3, metavar=("CODEC", "IMPL", "AMP"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(*args.one, args.device, args.steps, args.warmup)))
+        return
+    rows = []
+    for codec in args.codecs:
+        for amp in args.amp:
+            for impl in ("reference", "ours"):
+                cmd = [sys.executable, __file__, "--one", codec, impl, amp, "--device", args.device,
+                       "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode:
+                    print(f"{codec} {impl} {amp}: failed: {res.stderr.strip().splitlines()[-1]}")
+                    continue
+                rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+                r = rows[-1]
+                print(f"{codec:8s} {amp:5s} {impl:9s} {r['s_per_step']:7.3f} s/step {r['seq_per_s']:7.2f} seq/s "
+                      f"peak {r['peak_mib']:8.0f} MiB", flush=True)
+    print("\nspeed-up of ours over the reference schedule (same machine, same layers):")
+    for codec in args.codecs:
+        for amp in args.amp:
+            pair = {r["impl"]: r for r in rows if r["codec"] == codec and r["amp"] == amp}
+            if len(pair) == 2:
+                print(f"  {codec} {amp}: {pair['reference']['s_per_step'] / pair['ours']['s_per_step']:.2f}x")
+    fp32_ref = {r["codec"]: r for r in rows if r["impl"] == "reference" and r["amp"] == "none"}
+    for r in rows:
+        if r["impl"] == "ours" and r["codec"] in fp32_ref and r["amp"] != "none":
+            print(f"  {r['codec']} ours {r['amp']} vs reference fp32: "
+                  f"{fp32_ref[r['codec']]['s_per_step'] / r['s_per_step']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
