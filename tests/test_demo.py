@@ -18,7 +18,7 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         run = out / "runs" / name
         assert (run / "best.pt").is_file() and (run / "eval_test.json").is_file()
     cyc = json.loads((out / "runs" / "cyclical" / "eval_test.json").read_text())
-    assert cyc["n_sequences"] == 4 and cyc["n_samples"] == 2
+    assert cyc["n_sequences"] == 2 and cyc["n_samples"] == 2
     summary = json.loads((out / "demo_summary.json").read_text())
     assert set(summary["runs"]) == {"monotonic", "cyclical"}
     assert summary["runs"]["monotonic"]["margin_db"] == json.loads(

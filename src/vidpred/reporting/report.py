@@ -62,7 +62,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _checkpoint_mtime(run: Path) -> float:
+def checkpoint_mtime(run: Path) -> float:
     return max((p.stat().st_mtime for p in (run / "best.pt", run / "last.pt") if p.is_file()), default=0.0)
 
 
@@ -72,7 +72,7 @@ def ensure_evaluation(run: Path, split: str, evaluate: bool, eval_kwargs: dict) 
     from vidpred.evaluation.evaluate import default_output, evaluate_run, read_json, write_json
 
     path = default_output(run, split)
-    fresh = path.is_file() and path.stat().st_mtime >= _checkpoint_mtime(run)
+    fresh = path.is_file() and path.stat().st_mtime >= checkpoint_mtime(run)
     if fresh or (path.is_file() and not evaluate):
         return read_json(path)
     if not evaluate:
