@@ -222,7 +222,7 @@ def format_table(result: dict) -> str:
         f"checkpoint {result['checkpoint']}",
     ]
     for m, fmt in (("psnr", "{:7.2f}"), ("ssim", "{:7.3f}")):
-        lines += ["", f"{m.upper() + (' (dB)' if m == 'psnr' else ''):18s}", head]
+        lines += ["", m.upper() + (" (dB)" if m == "psnr" else ""), head]
         rows = [(k, result["model"][m][k]) for k in STATS] + [("copy-last", result["copy_last"][m])]
         for name, s in rows:
             lines.append(f"  {name:16s}" + "".join(fmt.format(v) for v in s["per_step"])

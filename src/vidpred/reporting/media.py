@@ -122,8 +122,8 @@ def save_mp4(frames: list[Image.Image], path: str | Path, fps: float = 2.5) -> P
     import imageio.v2 as imageio
 
     path = Path(path)
-    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1,
-                            ffmpeg_params=["-pix_fmt", "yuv420p"]) as writer:
+    with imageio.get_writer(path, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1,
+                            ffmpeg_log_level="error") as writer:
         for img in frames:
             writer.append_data(np.asarray(img))
     return path
