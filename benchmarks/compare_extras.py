@@ -20,7 +20,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 VARIANTS = [
@@ -53,23 +52,21 @@ def main() -> None:
     for name, overrides in VARIANTS:
         run = args.work / name.strip("+").replace(" ", "-")
         extra = [f"data.root={args.data}", *overrides] + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-        t0 = time.perf_counter()
         if not (run / "last.pt").exists():
             sh(*vp, "train", "--config", "synth-compare", "--out", str(run), "--no-progress", *extra)
-        minutes = (time.perf_counter() - t0) / 60
         sh(*vp, "evaluate", str(run), "--split", "test", "--samples", "5", "--seed", "0", "--no-progress")
         ev = json.loads((run / "eval_test.json").read_text())
-        rows.append((name, run, ev, minutes))
+        rows.append((name, ev))
     lines = [
-        "| variant | PSNR first | PSNR mean | PSNR best of 5 | SSIM mean | copy-last PSNR | margin (dB) | train min |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | PSNR first | PSNR mean | PSNR best of 5 | SSIM mean | copy-last PSNR | margin (dB) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, run, ev, minutes in rows:
+    for name, ev in rows:
         m, c = ev["model"], ev["copy_last"]
         lines.append(
             f"| {name} | {m['psnr']['first']['average']:.2f} | {m['psnr']['mean']['average']:.2f} | "
             f"{m['psnr']['best']['average']:.2f} | {m['ssim']['mean']['average']:.4f} | "
-            f"{c['psnr']['average']:.2f} | {ev['psnr_margin_db']:+.2f} | {minutes:.1f} |"
+            f"{c['psnr']['average']:.2f} | {ev['psnr_margin_db']:+.2f} |"
         )
     table = "\n".join(lines)
     print(table)

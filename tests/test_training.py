@@ -192,8 +192,12 @@ def test_missing_checkpoint_for_evaluation_is_clear(tmp_path):
 
 
 def test_ddp_two_processes_match_one_process_on_the_whole_batch(synth_root, tmp_path):
-    """torchrun, gloo, 2 processes x 2 sequences == 1 process x 4 sequences (per-sample norm)."""
+    """torchrun, gloo, 2 processes x 2 sequences == 1 process x 4 sequences (per-sample norm).
+
+    With every extra switched on, so DDP also checks that each parameter gets a gradient every step.
+    """
     args = cli_args(synth_root, "train.epochs=3", "train.batch_size=4", "model.norm=group",
+                    "model.levels=2", "model.align=true", "model.cond_conv=both",
                     "train.teacher_forcing.decay_start_epoch=1", "train.teacher_forcing.step=1.0")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
@@ -217,7 +221,8 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(synth_root, tmp_
     for x, y in zip(ra, rb):
         for key in ("loss", "mse", "kl", "val_psnr"):
             if key in x:
-                assert x[key] == pytest.approx(y[key], rel=1e-4), (key, x, y)
+                tol = 0.01 if key == "val_psnr" else 0.0  # dB; logged rounded to 3 decimals
+                assert x[key] == pytest.approx(y[key], rel=1e-4, abs=tol), (key, x, y)
 
 
 def test_bf16_autocast_trains_on_cpu(synth_root, tmp_path):

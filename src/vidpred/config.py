@@ -68,6 +68,9 @@ class ModelConfig:
     """Latent levels; 2 or more gives the hierarchical model (after HAF-SVG)."""
     align: bool = False
     """Hierarchical model only: warp the last observed frame's skips with a predicted flow."""
+    memory_format: str = "auto"
+    """Conv memory layout: ``channels_last``, ``contiguous`` (NCHW) or ``auto`` (channels_last
+    for vgg64, where it measured 1.4x faster on CPU; NCHW for dcgan64, where it was slower)."""
 
     def __post_init__(self) -> None:
         choices = {
@@ -75,6 +78,7 @@ class ModelConfig:
             "norm": ("batch", "group"),
             "prior": ("learned", "fixed"),
             "cond_conv": ("none", "decoder", "both"),
+            "memory_format": ("auto", "contiguous", "channels_last"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -86,6 +86,10 @@ class SVG(nn.Module):
             nn.init.zeros_(self.flow.bias)
         self.register_buffer("cond_mean", torch.zeros(cfg.cond_dim))
         self.register_buffer("cond_std", torch.ones(cfg.cond_dim))
+        fmt = cfg.memory_format
+        self.channels_last = fmt == "channels_last" or (fmt == "auto" and cfg.codec == "vgg64")
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def set_condition_stats(self, mean, std) -> None:
         self.cond_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -108,7 +112,10 @@ class SVG(nn.Module):
         """frames (B, S, 3, H, W) -> h (B, S, g), skips [(B, S, C, h, w)], all frames in one batched pass."""
         B, S = frames.shape[:2]
         c = frame_cond.flatten(0, 1) if frame_cond is not None else None
-        h, skips = self.encoder(frames.flatten(0, 1), c)
+        x = frames.flatten(0, 1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        h, skips = self.encoder(x, c)
         return h.view(B, S, -1), [s.view(B, S, *s.shape[1:]) for s in skips]
 
     def decode(self, g: torch.Tensor, skips: list[torch.Tensor], z: torch.Tensor, step_cond):
