@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vidpred.data.layout import COND_DIM, IMAGE_SIZE, SEQ_LEN, list_sequences, read_sequence, split_dir
+from vidpred.data.layout import (
+    COND_DIM, IMAGE_SIZE, SEQ_LEN, list_sequences, read_sequence, replace_dir, split_dir,
+)
 from vidpred.errors import DataError
 
 CACHE_FORMAT = 1
@@ -201,27 +203,10 @@ def build_cache(sequences: list[tuple[str, Path]], target: Path, split: str, sou
             "cond_std": np.maximum(flat.std(axis=0), STD_FLOOR).tolist(),
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest))
-        _replace_dir(tmp, target)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``; the old folder is moved aside before deletion.
-
-    os.replace cannot overwrite a non-empty directory, so there is a short
-    window with no ``target`` at all - which reads as "not built", never as a
-    half-written cache.
-    """
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class CacheReader:

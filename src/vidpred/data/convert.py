@@ -35,7 +35,9 @@ from tfrecord.reader import tfrecord_iterator
 from tfrecord import example_pb2
 from tqdm import tqdm
 
-from vidpred.data.layout import ACTION_DIM, IMAGE_SIZE, POSITION_DIM, SEQ_LEN, natural_key, write_sequence
+from vidpred.data.layout import (
+    ACTION_DIM, IMAGE_SIZE, POSITION_DIM, SEQ_LEN, natural_key, replace_dir, write_sequence,
+)
 from vidpred.errors import DataError
 
 DEFAULT_VALIDATE_RECORD = "traj_256_to_511.tfrecords"
@@ -156,11 +158,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, validate_record: str
                 counts[task[1]] += n
                 bar.update(n)
         bar.close()
-        if dst.exists():
-            old = dst.parent / f"{dst.name}.old-{os.getpid()}"
-            os.replace(dst, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, dst)
+        replace_dir(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

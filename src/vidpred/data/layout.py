@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -146,3 +147,20 @@ def write_sequence(seq_dir: str | os.PathLike, frames: np.ndarray, actions: np.n
     # %.9g round-trips float32 exactly.
     np.savetxt(seq_dir / ACTIONS_FILE, np.asarray(actions, np.float32), delimiter=",", fmt="%.9g")
     np.savetxt(seq_dir / POSITIONS_FILE, np.asarray(positions, np.float32), delimiter=",", fmt="%.9g")
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Swap ``new`` into ``target``; the old folder is moved aside before deletion.
+
+    os.replace cannot overwrite a non-empty directory, so there is a short
+    window with no ``target`` at all - which reads as "not built", never as a
+    half-written folder (a dataset or a cache).
+    """
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -50,7 +50,7 @@ import pymunk
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from vidpred.data.layout import IMAGE_SIZE, SEQ_LEN, SPLITS, write_sequence
+from vidpred.data.layout import IMAGE_SIZE, SEQ_LEN, SPLITS, replace_dir, write_sequence
 from vidpred.errors import ConfigError, DataError
 
 # World units are output pixels: the table is 64 x 64 units.
@@ -413,11 +413,7 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
         info = dict(params=params, generator="vidpred.data.synth", pushed_fraction=pushed,
                     push_threshold_px=PUSH_THRESHOLD_PX, seconds=round(seconds, 2), workers=workers)
         (tmp / SYNTH_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        if dst.exists():  # overwrite: move the old one aside first (cannot replace a full dir)
-            old = dst.parent / f"{dst.name}.old-{os.getpid()}"
-            os.replace(dst, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, dst)
+        replace_dir(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
