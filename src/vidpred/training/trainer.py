@@ -224,7 +224,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         batches = epoch_indices(len(train_ds), tc.batch_size, steps_per_epoch, tc.seed, epoch)
         done = step - epoch * steps_per_epoch
         mine = batches[done:, d.rank * local_batch : (d.rank + 1) * local_batch]
-        loader = DataLoader(train_ds, batch_sampler=mine.tolist(), num_workers=cfg.data.num_workers)
+        loader = DataLoader(train_ds, batch_sampler=mine.tolist(), num_workers=cfg.data.num_workers,
+                            pin_memory=device.type == "cuda")
         tf_ratio = teacher_forcing_ratio(tc.teacher_forcing, epoch)
         for frames, conds in loader:
             frames, conds = frames.to(device, non_blocking=True), conds.to(device, non_blocking=True)
