@@ -56,6 +56,25 @@ def test_evaluate_json_schema_and_determinism(run, tmp_path, capsys):
     assert p["worst"]["average"] <= p["mean"]["average"] <= p["best"]["average"]
     assert a["psnr_margin_db"] == pytest.approx(p["mean"]["average"] - a["copy_last"]["psnr"]["average"], abs=1e-5)
     assert len(a["per_sequence"]) == 2
+    # metrics that see motion: the same shape per statistic, on the moving region
+    assert a["motion_threshold"] == 0.1 and 0 < a["moving_fraction"] < 0.5
+    assert len(a["moving_fraction_per_step"]) == 3 and a["frames_without_motion"] == 0  # the arm always moves
+    assert "moving-region PSNR" in a["best_of"]
+    for m in ("psnr_moving", "ssim_moving"):
+        for stat in ("first", "mean", "best", "worst"):
+            s = a["model"][m][stat]
+            assert len(s["per_step"]) == 3 and all(v is not None for v in s["per_step"])
+            assert s["average"] == pytest.approx(np.mean(s["per_step"]), abs=1e-5)  # every frame moves here
+        assert len(a["copy_last"][m]["per_step"]) == 3
+    pm = a["model"]["psnr_moving"]
+    assert pm["worst"]["average"] <= pm["mean"]["average"] <= pm["best"]["average"]
+    assert a["psnr_moving_margin_db"] == pytest.approx(
+        pm["mean"]["average"] - a["copy_last"]["psnr_moving"]["average"], abs=1e-5)
+    assert {"psnr_moving_mean", "psnr_moving_copy_last", "moving_fraction"} <= set(a["per_sequence"][0])
+    for label in ("PSNR moving region (dB)", "SSIM moving region", "moving region: pixels",
+                  "mean-sample PSNR minus copy-last, moving region:"):
+        assert label in printed
+    assert printed.count("copy-last ") >= 4  # a baseline row in each of the four sections
     # another seed gives other samples
     out3 = tmp_path / "c.json"
     assert main(["evaluate", str(run), "--samples", "3", "--seed", "8", "--out", str(out3), "--no-progress"]) == 0
@@ -80,6 +99,25 @@ def test_copy_last_baseline_by_hand(run, synth_root):
             mse = np.mean((frames[1] - frames[2 + k]) ** 2)  # last observed frame is frame index 1
             per_step[k] += 10 * np.log10(1.0 / mse) / len(ds)
     np.testing.assert_allclose(res["copy_last"]["psnr"]["per_step"], per_step, atol=1e-4)
+    # the same on the moving region: pixels where some channel of the true frame moved by more than 0.1
+    moving = np.full((len(ds), 3), np.nan)
+    fraction = np.zeros((len(ds), 3))
+    for i in range(len(ds)):
+        frames = ds[i][0].numpy().astype(np.float64)
+        for k in range(3):
+            diff = frames[2 + k] - frames[1]  # (3, H, W)
+            mask = np.abs(diff).max(axis=0) > 0.1  # (H, W); differences are multiples of 1/255, none near 0.1
+            fraction[i, k] = mask.mean()
+            if mask.any():
+                moving[i, k] = 10 * np.log10(1.0 / np.mean(diff[:, mask] ** 2))
+    np.testing.assert_allclose(res["copy_last"]["psnr_moving"]["per_step"], np.nanmean(moving, 0), atol=1e-3)
+    assert res["copy_last"]["psnr_moving"]["average"] == pytest.approx(np.nanmean(moving), abs=1e-3)
+    assert res["moving_fraction"] == pytest.approx(fraction.mean(), abs=1e-6)
+    # every moving pixel is off by more than 0.1 in some channel, so copy-last's moving-region MSE is at least
+    # 0.1^2 / 3: its moving-region PSNR can never exceed 10 log10(3 / 0.1^2) = 24.8 dB, and here is far below
+    # its whole-frame PSNR, which the static table props up
+    assert max(res["copy_last"]["psnr_moving"]["per_step"]) < 10 * np.log10(3 / 0.1 ** 2)
+    assert res["copy_last"]["psnr_moving"]["average"] < res["copy_last"]["psnr"]["average"] - 5
     # SSIM of the baseline is below 1 (frames move) and the perfect prediction scores 1
     assert all(0 < s < 1 for s in res["copy_last"]["ssim"]["per_step"])
     x = ds[0][0].unsqueeze(0)
@@ -146,6 +184,36 @@ def test_errors(run, tmp_path, capsys):
                                           "--out", str(tmp_path)])
     assert "<= 30" in _error(capsys, ["evaluate", str(run), "--n-future", "29"])
     assert "--samples" in _error(capsys, ["evaluate", str(run), "--samples", "0"])
+    for bad in ("0", "1", "-0.2", "nan"):
+        assert "--motion-threshold must be > 0 and < 1" in _error(
+            capsys, ["evaluate", str(run), "--motion-threshold", bad, "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_motion_threshold_flag_is_recorded(run, tmp_path, capsys):
+    out = tmp_path / "t.json"
+    assert main(["evaluate", str(run), "--samples", "1", "--motion-threshold", "0.3", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "more than 0.3" in capsys.readouterr().out
+    high = json.loads(out.read_text())
+    low = ev.evaluate_run(run, samples=1, progress=False)  # default 0.1
+    assert high["motion_threshold"] == 0.3 and low["motion_threshold"] == 0.1
+    assert high["moving_fraction"] < low["moving_fraction"]  # a higher threshold keeps fewer pixels
+    assert high["model"]["psnr"] == low["model"]["psnr"]  # whole-frame numbers do not depend on it
+
+
+def test_table_of_an_old_evaluation_says_n_a(run):
+    res = ev.evaluate_run(run, samples=1, progress=False)
+    for key in ("motion_threshold", "moving_fraction", "moving_fraction_per_step", "frames_without_motion",
+                "psnr_moving_margin_db"):
+        del res[key]
+    for m in ("psnr_moving", "ssim_moving"):
+        del res["model"][m], res["copy_last"][m]
+    table = ev.format_table(res)  # what `vidpred demo` prints for an eval_test.json written before these metrics
+    assert "moving region: n/a (evaluation written before the moving-region metrics)" in table
+    assert "PSNR moving region (dB)" not in table
+    assert table.splitlines()[-1] == "mean-sample PSNR minus copy-last, moving region: n/a"
+    assert "PSNR (dB)" in table and "copy-last" in table
 
 
 def test_incompatible_or_corrupt_checkpoint(run, tmp_path, capsys):

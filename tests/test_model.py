@@ -6,9 +6,10 @@ from torch.distributions import Normal, kl_divergence
 
 from vidpred.config import ModelConfig
 from vidpred.errors import ConfigError
-from vidpred.models.codecs import CondScaleShift, build_codec
+from vidpred.models.codecs import CondScaleShift, StepBatchNorm2d, build_codec, per_step_statistics
 from vidpred.models.recurrent import gaussian_kl, reparameterize
 from vidpred.models.svg import SVG, _rollout_stepwise, rollout
+from vidpred.models.transform import BACKGROUNDS, CDNAHead, apply_kernels
 
 TINY = dict(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8)
 
@@ -67,13 +68,22 @@ def test_unknown_codec_is_a_config_error():
         ModelConfig(codec="resnet")
 
 
+CDNA = dict(decoder="cdna", kernel_size=3)
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize(
-    "kw", [dict(), dict(codec="vgg64"), dict(prior="fixed"), dict(levels=2, align=True, cond_conv="both")]
+    "kw",
+    [dict(), dict(codec="vgg64"), dict(prior="fixed"), dict(levels=2, align=True, cond_conv="both"),
+     CDNA, dict(CDNA, skip_frame="previous"), dict(CDNA, codec="vgg64", skip_frame="previous")],
+    ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64"],
 )
-def test_teacher_forced_batched_rollout_equals_step_by_step(kw):
-    """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop."""
+def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
+    """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
+    also in training mode with batch norm (statistics per step in both)."""
     torch.manual_seed(0)
-    model = SVG(tiny(**kw)).eval()
+    model = SVG(tiny(**kw)).train(train)
+    assert model.cfg.norm == "batch"
     frames, conds = batch()
     noise = torch.randn(2, 5, model.cfg.levels * model.cfg.z_dim)
     fast = rollout(model, frames, conds, 2, noise=noise)
@@ -84,9 +94,10 @@ def test_teacher_forced_batched_rollout_equals_step_by_step(kw):
     assert fast.pred.shape == (2, 5, 3, 64, 64)
 
 
-def test_sampling_reads_only_the_past_frames_and_has_no_kl():
+@pytest.mark.parametrize("kw", [dict(), dict(CDNA, skip_frame="previous")], ids=["pixel", "cdna"])
+def test_sampling_reads_only_the_past_frames_and_has_no_kl(kw):
     torch.manual_seed(0)
-    model = SVG(tiny()).eval()
+    model = SVG(tiny(**kw)).eval()
     frames, conds = batch()
     other = frames.clone()
     other[:, 2:] = torch.rand_like(other[:, 2:])
@@ -161,8 +172,9 @@ def test_aligner_starts_as_identity_warp():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(prior="fixed"), dict(), dict(cond_conv="decoder"), dict(levels=2, align=True), dict(codec="vgg64")],
-    ids=["fixed-prior", "learned-prior", "cond-conv", "hierarchical", "vgg64"],
+    [dict(prior="fixed"), dict(), dict(cond_conv="decoder"), dict(levels=2, align=True), dict(codec="vgg64"),
+     dict(CDNA, skip_frame="previous")],
+    ids=["fixed-prior", "learned-prior", "cond-conv", "hierarchical", "vgg64", "cdna"],
 )
 def test_overfits_one_batch(kw):
     torch.manual_seed(0)
@@ -179,4 +191,121 @@ def test_overfits_one_batch(kw):
         loss.backward()
         opt.step()
         losses.append(mse.item())
-    assert losses[-1] < 0.25 * losses[0], (losses[0], losses[-1])
+    # the transformation decoder starts as "copy the previous frame", already a good guess here
+    assert losses[-1] < (0.35 if model.cfg.decoder == "cdna" else 0.25) * losses[0], (losses[0], losses[-1])
+
+
+# -- batch norm per time step ------------------------------------------------------
+
+
+def test_step_batch_norm_normalises_each_step_over_its_own_batch():
+    torch.manual_seed(0)
+    B, S, C = 3, 4, 2
+    bn = StepBatchNorm2d(C).train()
+    x = torch.randn(B, S, C, 5, 5) * torch.arange(1, S + 1).view(1, S, 1, 1, 1)  # steps differ in scale
+    with per_step_statistics(bn, S):
+        y = bn(x.flatten(0, 1)).view(B, S, C, 5, 5)
+    for s in range(S):  # the same as plain batch norm on that step's B frames
+        ref = torch.nn.functional.batch_norm(x[:, s], None, None, training=True, eps=bn.eps)
+        torch.testing.assert_close(y[:, s], ref, rtol=1e-5, atol=1e-5)
+    # running averages moved by the mean of the per-step statistics
+    step_means = x.mean(dim=(0, 3, 4))  # (S, C)
+    torch.testing.assert_close(bn.running_mean, 0.1 * step_means.mean(0), rtol=1e-5, atol=1e-6)
+    assert bn.steps == 1  # the context is left as found
+    plain = torch.nn.functional.batch_norm(x.flatten(0, 1), None, None, training=True, eps=bn.eps)
+    assert (plain.view_as(y) - y).abs().max() > 0.1  # pooled statistics would differ
+
+
+# -- the transformation (CDNA) decoder ------------------------------------------------
+
+
+def test_identity_kernel_reproduces_the_image_and_a_shifted_one_shifts_it():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 16, 16, generator=g)
+    kernels = torch.zeros(2, 2, 5, 5)
+    kernels[:, 0, 2, 2] = 1.0  # identity
+    kernels[:, 1, 2, 3] = 1.0  # one tap right of the centre: reads x+1, moves the image left
+    out = apply_kernels(image, kernels)
+    assert out.shape == (2, 2, 3, 16, 16)
+    torch.testing.assert_close(out[:, 0], image)
+    torch.testing.assert_close(out[:, 1, ..., :-1], image[..., 1:])
+    torch.testing.assert_close(out[:, 1, ..., -1], image[..., -1])  # border replicated
+
+
+def test_untrained_cdna_model_predicts_the_previous_frame(synth_root):
+    """Identity-initialised kernels and the previous-frame mask: 'nothing moves' at the start."""
+    from vidpred.data import open_split
+
+    ds = open_split(synth_root, "train", window=6, random_start=False)
+    frames = torch.stack([ds[i][0] for i in range(2)])
+    conds = torch.stack([ds[i][1] for i in range(2)])
+    torch.manual_seed(0)
+    head = CDNAHead(g_dim=16, kernels=4, kernel_size=5)
+    kern = head.kernels(torch.randn(7, 16))
+    torch.testing.assert_close(kern.sum((-1, -2)), torch.ones(7, 4))
+    assert (kern[..., 2, 2] > 0.85).all()  # mass on the centre tap
+    model = SVG(tiny(decoder="cdna")).eval()
+    out = rollout(model, frames, conds, 2, use_posterior=False, noise=torch.zeros(2, 5, 4))
+    prev_err = (out.pred[:, 0] - frames[:, 0]).abs().mean()
+    assert prev_err < 0.01, prev_err
+    # ... and each later prediction repeats the one before (the free run starts as copy-last)
+    assert (out.pred[:, 2:] - out.pred[:, 1:-1]).abs().mean() < 0.01
+
+
+def test_a_known_shift_is_learnable():
+    """Kernels predicted from g learn to move a frame by one pixel. The masks may only pick
+    candidates (one learnable weight per candidate, the same at every pixel) and the generated
+    image is a fixed grey, so moving the pixels is the only way to fit the target."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    image = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 24, 24, generator=g), 3, 1, 1)
+    target = torch.roll(image, shifts=1, dims=-1)  # content moves one pixel right
+    head = CDNAHead(g_dim=8, kernels=2, kernel_size=5)
+    code = torch.randn(4, 8)
+    pick = torch.zeros(1, head.n_masks, 1, 1, requires_grad=True)
+    opt = torch.optim.Adam([*head.parameters(), pick], lr=0.1)
+    losses = []
+    for _ in range(200):
+        raw = torch.cat([torch.zeros(4, 3, 24, 24), pick.expand(4, -1, 24, 24)], 1)
+        out, masks = head(code, raw, image, image, image)
+        loss = ((out - target)[..., 2:-2, 2:-2] ** 2).mean()  # borders: replicated, not rolled
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < 0.01 * losses[0], (losses[0], losses[-1])
+    # the masks chose a kernel, and it puts its mass one tap left of the centre (reads x-1)
+    used = int(masks[0, : head.n_kernels, 0, 0].argmax())
+    assert masks[0, used, 0, 0] > 0.9
+    kern = head.kernels(code)[:, used]  # (4, 5, 5)
+    assert (kern[:, 2, 1] > 0.8).all(), kern
+
+
+def test_cdna_masks_cover_every_candidate_and_config_is_checked():
+    head = CDNAHead(g_dim=8, kernels=3, kernel_size=5)
+    assert head.n_masks == 3 + len(BACKGROUNDS) and head.decoder_channels == 3 + 3 + len(BACKGROUNDS)
+    model = SVG(tiny(decoder="cdna", kernels=3))
+    assert model.decoder.stages[-1][-1].conv.out_channels == head.decoder_channels
+    with pytest.raises(ConfigError, match="kernel_size"):
+        ModelConfig(decoder="cdna", kernel_size=4)
+    with pytest.raises(ConfigError, match="decoder"):
+        ModelConfig(decoder="flow")
+
+
+def test_cdna_free_run_moves_its_own_predictions():
+    """Without teacher forcing the previous frame is the model's prediction: changing the
+    ground truth after the observed frames changes nothing, changing the kernels does."""
+    torch.manual_seed(0)
+    model = SVG(tiny(CDNA, skip_frame="previous")).train()
+    frames, conds = batch()
+    other = frames.clone()
+    other[:, 2:] = torch.rand_like(other[:, 2:])
+    noise = torch.randn(2, 5, 4)
+    a = rollout(model, frames, conds, 2, teacher_forcing=False, noise=noise)
+    b = rollout(model, other, conds, 2, teacher_forcing=False, noise=noise)
+    # the posterior reads the future frames, so z differs; the frames fed back must not be ground truth:
+    # with the posterior replaced by the prior the two are identical
+    c = rollout(model, frames, conds, 2, use_posterior=False, noise=noise)
+    d = rollout(model, other[:, :2], conds, 2, use_posterior=False, noise=noise)
+    torch.testing.assert_close(c.pred, d.pred)
+    assert (a.pred - b.pred).abs().max() > 0

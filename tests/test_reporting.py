@@ -1,6 +1,9 @@
 """vidpred plot / report: a PNG for several runs, a self-contained HTML page whose images load in Chromium."""
 
+import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,16 +59,64 @@ def report(runs, tmp_path_factory):
 def test_report_is_self_contained(report, runs):
     html = (report / "index.html").read_text()
     for needle in ("monotonic", "cyclical", "copy last frame", "margin over copy-last", "train.kl.schedule",
-                   "beta_max"):
+                   "beta_max", "PSNR moving region, mean over samples (dB)", "margin over copy-last, moving region"):
         assert needle in html
-    import re
-
     srcs = re.findall(r'<img src="([^"]+)"', html)
     assert len(srcs) >= 6  # per-step plot, curves, 2 GIFs, 2 grids
     for src in srcs:
         assert not src.startswith(("/", "http")) and (report / src).is_file()
     for run in runs:  # the evaluations were computed and kept beside the checkpoints
         assert (run / "eval_test.json").is_file()
+
+
+def _row(html: str, name: str) -> list[str]:
+    """The cells of the evaluation table's row ``name``."""
+    match = re.search(rf"<tr><td>{re.escape(name)}</td>(.*?)</tr>", html)
+    assert match, f"no row {name!r}"
+    return re.findall(r"<td[^>]*>(.*?)</td>", match.group(1))
+
+
+def test_report_shows_moving_region_numbers_and_n_a_for_old_files(runs, tmp_path):
+    from vidpred.evaluation.evaluate import evaluate_run, write_json
+    from vidpred.reporting.report import build_report
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    for folder in (new, old):  # private copies: the module's runs keep their own evaluations
+        shutil.copytree(runs[0], folder, ignore=shutil.ignore_patterns("eval_*.json", "tb"))
+    res = evaluate_run(new, samples=1, progress=False)
+    # numbers that cannot come from anywhere else
+    res["model"]["psnr_moving"]["mean"]["average"] = 23.4567
+    res["model"]["psnr_moving"]["best"]["average"] = 25.1234
+    res["model"]["ssim_moving"]["mean"]["average"] = 0.4321
+    res["copy_last"]["psnr_moving"]["average"] = 12.3012
+    res["copy_last"]["ssim_moving"]["average"] = 0.2468
+    res["psnr_moving_margin_db"] = 11.1555
+    res["motion_threshold"], res["moving_fraction"] = 0.15, 0.0731
+    res["model"]["psnr_moving"]["mean"]["per_step"][1] = None  # a step without motion: a gap in the plot
+    write_json(res, new / "eval_test.json")
+    legacy = json.loads(json.dumps(res))  # as written before the moving-region metrics existed
+    for key in ("motion_threshold", "moving_fraction", "moving_fraction_per_step", "frames_without_motion",
+                "psnr_moving_margin_db"):
+        del legacy[key]
+    for m in ("psnr_moving", "ssim_moving"):
+        del legacy["model"][m], legacy["copy_last"][m]
+    write_json(legacy, old / "eval_test.json")
+
+    out = tmp_path / "report"
+    build_report([new, old], out, evaluate=False, grid_samples=1)
+    page = (out / "index.html").read_text()
+    assert _row(page, "PSNR moving region, mean over samples (dB)") == ["23.46", "n/a"]
+    assert _row(page, "PSNR moving region, best of N (dB)") == ["25.12", "n/a"]
+    assert _row(page, "SSIM moving region, mean over samples") == ["0.432", "n/a"]
+    assert _row(page, "copy last frame: PSNR moving region (dB)") == ["12.30", "n/a"]
+    assert _row(page, "copy last frame: SSIM moving region") == ["0.247", "n/a"]
+    assert _row(page, "margin over copy-last, moving region (dB)") == ["+11.16", "n/a"]
+    assert _row(page, "moving region: threshold, share of future pixels") == ["&gt; 0.15: 7.3%", "n/a"]
+    # whole-frame numbers beside them, the same in both files
+    whole = f"{res['model']['psnr']['mean']['average']:.2f}"
+    assert _row(page, "PSNR, mean over samples (dB)") == [whole, whole]
+    with Image.open(out / "eval_steps.png") as im:  # per-step plot: whole frame and moving region
+        assert im.size[1] > 600
 
 
 def test_report_images_load_in_chromium(report):

@@ -68,6 +68,19 @@ class ModelConfig:
     """Latent levels; 2 or more gives the hierarchical model (after HAF-SVG)."""
     align: bool = False
     """Hierarchical model only: warp the last observed frame's skips with a predicted flow."""
+    decoder: str = "pixel"
+    """``pixel``: the decoder paints every pixel of the frame (SVG, the lab's model);
+    ``cdna``: it moves the previous frame's pixels with predicted kernels and composites
+    them with observed backgrounds and a generated image through softmax masks
+    (Finn et al. 2016; ``models/transform.py``)."""
+    kernels: int = 4
+    """``decoder=cdna``: number of transformation kernels."""
+    kernel_size: int = 5
+    """``decoder=cdna``: kernel size (odd); a kernel moves pixels by up to ``kernel_size // 2``
+    px per frame."""
+    skip_frame: str = "last"
+    """Frame whose encoder features feed the decoder's skips: ``last`` observed (SVG) or
+    ``previous`` (x_{t-1}, observed or predicted: the decoder sees where things are now)."""
     memory_format: str = "auto"
     """Conv memory layout: ``channels_last``, ``contiguous`` (NCHW) or ``auto`` (channels_last
     for vgg64, where it measured 1.4x faster on CPU; NCHW for dcgan64, where it was slower)."""
@@ -79,14 +92,18 @@ class ModelConfig:
             "prior": ("learned", "fixed"),
             "cond_conv": ("none", "decoder", "both"),
             "memory_format": ("auto", "contiguous", "channels_last"),
+            "decoder": ("pixel", "cdna"),
+            "skip_frame": ("last", "previous"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("width", "g_dim", "z_dim", "rnn_size", "predictor_layers", "posterior_layers",
-                     "prior_layers", "cond_dim", "levels"):
+                     "prior_layers", "cond_dim", "levels", "kernels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ConfigError(f"model.kernel_size must be an odd number >= 1, got {self.kernel_size}")
         if self.cond_embed < 0:
             raise ConfigError(f"model.cond_embed must be >= 0, got {self.cond_embed}")
         if self.cond_conv != "none" and self.cond_embed == 0:

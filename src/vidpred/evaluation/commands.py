@@ -25,12 +25,17 @@ def register(sub) -> None:
         description="Predict n_future frames from n_past observed ones (windows from frame 1 of every "
         "sequence), N prior samples per sequence; report first-sample, mean, best and worst PSNR "
         "(10 log10(1/MSE), frames in [0,1]) and SSIM (Gaussian 11, sigma 1.5) per step and averaged, "
-        "beside the copy-last-frame baseline. Deterministic by --seed.",
+        "on the whole frame and on the moving region (pixels where the true frame differs from the last "
+        "observed one), beside the copy-last-frame baseline. Deterministic by --seed.",
     )
     _common(p)
     p.add_argument("--samples", type=int, default=5, help="prior samples per sequence (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default: %(default)s)")
     p.add_argument("--max-sequences", type=int, default=None, help="only the first N sequences of the split")
+    # default None, resolved in cmd_evaluate: metrics.MOTION_THRESHOLD lives beside torch, not imported to parse flags
+    p.add_argument("--motion-threshold", type=float, default=None,
+                   help="a pixel of a future frame is in the moving region when some channel differs from the "
+                   "last observed frame by more than this, frames in [0, 1]; > 0 and < 1 (default: 0.1)")
     p.add_argument("--out", type=Path, default=None, help="JSON file (default: RUN/eval_<split>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -55,11 +60,13 @@ def register(sub) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from vidpred.evaluation.evaluate import default_output, evaluate_run, format_table, write_json
+    from vidpred.evaluation.metrics import MOTION_THRESHOLD
 
+    threshold = MOTION_THRESHOLD if args.motion_threshold is None else args.motion_threshold
     result = evaluate_run(args.run, split=args.split, samples=args.samples, seed=args.seed, n_past=args.n_past,
                           n_future=args.n_future, batch_size=args.batch_size, max_sequences=args.max_sequences,
                           device=args.device, data_root=args.data_root,
-                          progress=False if args.no_progress else None)
+                          progress=False if args.no_progress else None, motion_threshold=threshold)
     path = write_json(result, args.out or default_output(args.run, args.split))
     print(format_table(result))
     print(f"wrote {path}")

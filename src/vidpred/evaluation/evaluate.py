@@ -17,6 +17,24 @@ The copy-last-frame baseline (every future frame = the last observed one) is
 scored on the same sequences. Noise is a pure function of
 ``(seed, sequence index, sample index)``, so results do not depend on the batch
 size or on ``--max-sequences``.
+
+Metrics that see motion (``psnr_moving``, ``ssim_moving``): the same scores on
+the moving region of each future frame only, the pixels where the true frame
+differs from the last observed one by more than ``motion_threshold`` in some
+channel (:func:`~vidpred.evaluation.metrics.motion_mask`). The static table
+dominates the whole-frame score; this one separates a model that moves the arm
+from one that copies or blurs the last frame. The mask depends on the ground
+truth only, so every sample and the baseline are scored on the same pixels.
+A frame without a moving pixel has no score (NaN) and is left out:
+
+* ``per_step``: the mean over the sequences whose frame at that step moves
+  (``null`` in the JSON when none does);
+* ``average``: the mean over every scored frame (sequence x step), so it is not
+  the plain mean of ``per_step`` when steps have different numbers of scored
+  frames (``null`` when no future frame moves at all);
+* ``best`` / ``worst``: per sequence the sample with the highest / lowest
+  moving-region PSNR averaged over its scored future frames (chosen separately
+  from the whole-frame best / worst); ``ssim_moving`` is reported for that sample.
 """
 
 from __future__ import annotations
@@ -31,11 +49,16 @@ import torch
 from tqdm import tqdm
 
 from vidpred.errors import ConfigError
-from vidpred.evaluation.metrics import psnr, ssim
+from vidpred.evaluation.metrics import MOTION_THRESHOLD, masked_psnr, masked_ssim, motion_mask, psnr, ssim
 
-FORMAT = "vidpred-eval-1"
+FORMAT = "vidpred-eval-1"  # the moving-region keys were added without a new format: readers must allow them missing
 STATS = ("first", "mean", "best", "worst")
 METRICS = ("psnr", "ssim")
+MOVING_METRICS = ("psnr_moving", "ssim_moving")  # on the moving region only (see the module docstring)
+RANK_BY = {"psnr": "psnr", "ssim": "psnr", "psnr_moving": "psnr_moving", "ssim_moving": "psnr_moving"}  # best/worst
+BEST_OF = ("per sequence, the sample with the highest (worst: lowest) mean PSNR over the future frames; "
+           "for psnr_moving / ssim_moving, the sample with the highest (worst: lowest) moving-region PSNR "
+           "averaged over the future frames that have moving pixels")
 
 
 def sample_noise(seed: int, index: int, sample: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -85,8 +108,30 @@ def _rollout(model, *args, **kwargs):
     return rollout(model, *args, **kwargs)
 
 
+def check_motion_threshold(threshold: float) -> float:
+    """The moving-region threshold, checked: frames are in [0, 1], so it must lie strictly between 0 and 1."""
+    threshold = float(threshold)
+    if not 0.0 < threshold < 1.0:  # also rejects NaN
+        raise ConfigError(f"--motion-threshold must be > 0 and < 1 (frames are in [0, 1]), got {threshold}")
+    return threshold
+
+
+def _number(x: float, digits: int = 6) -> float | None:
+    """A JSON-safe rounded number: None (JSON null) for NaN, i.e. nothing to average."""
+    x = float(x)
+    return round(x, digits) if np.isfinite(x) else None
+
+
+def _pick(v: torch.Tensor, order: torch.Tensor) -> dict[str, torch.Tensor]:
+    """v (B, S, F) scores of S samples; order (B, S) the per-sample ranking score.
+    Returns the four statistics, each (B, F)."""
+    rows = torch.arange(v.shape[0])
+    return {"first": v[:, 0], "mean": v.mean(1), "best": v[rows, order.argmax(1)], "worst": v[rows, order.argmin(1)]}
+
+
 def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch_size: int = 16,
-             max_sequences: int | None = None, progress: bool | None = None) -> dict[str, Any]:
+             max_sequences: int | None = None, progress: bool | None = None,
+             motion_threshold: float = MOTION_THRESHOLD) -> dict[str, Any]:
     """Score ``model`` on ``dataset`` (windows of n_past + n_future frames from step 0).
 
     Returns a dict with per-step arrays and averages (see the module docstring);
@@ -96,12 +141,13 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
         raise ConfigError(f"--samples must be >= 1, got {samples}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    motion_threshold = check_motion_threshold(motion_threshold)
     n = len(dataset) if max_sequences is None else min(len(dataset), int(max_sequences))
     if n < 1:
         raise ConfigError(f"--max-sequences must be >= 1, got {max_sequences}")
     device = next(model.parameters()).device
-    per_seq: dict[str, list[torch.Tensor]] = {f"{m}_{k}": [] for m in METRICS for k in STATS}
-    per_seq.update(psnr_copy=[], ssim_copy=[])
+    per_seq: dict[str, list[torch.Tensor]] = {f"{m}_{k}": [] for m in METRICS + MOVING_METRICS for k in STATS}
+    per_seq.update({f"{m}_copy": [] for m in METRICS + MOVING_METRICS}, moving=[])
     names = []
     # progress None: a bar when stderr is a terminal (tqdm's own rule)
     bar = tqdm(total=n * samples, desc="evaluate", unit="sample", file=sys.stderr, dynamic_ncols=True,
@@ -114,18 +160,24 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
         truth = frames[:, n_past:].float()
         pred = predict_samples(model, frames, conds, n_past, idx, samples, seed)  # (B, S, F, 3, H, W)
         target = truth.unsqueeze(1).expand_as(pred)
-        p, s = psnr(pred, target).cpu(), ssim(pred, target).cpu()  # (B, S, F)
-        order = p.mean(-1)  # (B, S): pick best / worst by PSNR over the future frames
-        best, worst = order.argmax(1), order.argmin(1)
-        rows = torch.arange(len(idx))
-        for m, v in (("psnr", p), ("ssim", s)):
-            per_seq[f"{m}_first"].append(v[:, 0])
-            per_seq[f"{m}_mean"].append(v.mean(1))
-            per_seq[f"{m}_best"].append(v[rows, best])
-            per_seq[f"{m}_worst"].append(v[rows, worst])
-        base = copy_last(frames.float(), n_past)
+        base = copy_last(frames.float(), n_past)  # (B, F, 3, H, W)
+        mask = motion_mask(truth, base, motion_threshold)  # (B, F, H, W): the truth's moving pixels
+        scores = {"psnr": psnr(pred, target), "ssim": ssim(pred, target),  # (B, S, F) each
+                  "psnr_moving": masked_psnr(pred, target, mask.unsqueeze(1)),  # NaN where nothing moves
+                  "ssim_moving": masked_ssim(pred, target, mask.unsqueeze(1))}
+        scores = {m: v.cpu() for m, v in scores.items()}
+        # best / worst by PSNR over the future frames: whole-frame PSNR for the whole-frame metrics,
+        # moving-region PSNR (over the frames that move) for the moving-region ones. The mask is the
+        # same for every sample, so a sequence's ranking scores are all finite or all NaN (then any pick is NaN).
+        order = {"psnr": scores["psnr"].mean(-1), "psnr_moving": scores["psnr_moving"].nanmean(-1)}  # (B, S)
+        for m, v in scores.items():
+            for k, x in _pick(v, order[RANK_BY[m]]).items():
+                per_seq[f"{m}_{k}"].append(x)
         per_seq["psnr_copy"].append(psnr(base, truth).cpu())
         per_seq["ssim_copy"].append(ssim(base, truth).cpu())
+        per_seq["psnr_moving_copy"].append(masked_psnr(base, truth, mask).cpu())
+        per_seq["ssim_moving_copy"].append(masked_ssim(base, truth, mask).cpu())
+        per_seq["moving"].append(mask.float().mean(dim=(-2, -1)).cpu())  # (B, F) fraction of moving pixels
         names += [dataset.sequence_name(i) for i in idx]
         bar.update(len(idx) * samples)
     bar.close()
@@ -134,17 +186,34 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
     def summary(t: torch.Tensor) -> dict:
         return {"per_step": [round(float(x), 6) for x in t.mean(0)], "average": round(float(t.mean()), 6)}
 
+    def moving_summary(t: torch.Tensor) -> dict:
+        # nan-aware: frames without moving pixels (NaN) are left out; a step (or a whole
+        # evaluation) without any is None, i.e. null in the JSON
+        return {"per_step": [_number(x) for x in t.nanmean(0)], "average": _number(t.nanmean())}
+
     result: dict[str, Any] = {"model": {}, "copy_last": {}}
-    for m in METRICS:
-        result["model"][m] = {k: summary(cat[f"{m}_{k}"]) for k in STATS}
-        result["copy_last"][m] = summary(cat[f"{m}_copy"])
+    for m in METRICS + MOVING_METRICS:
+        stat = moving_summary if m in MOVING_METRICS else summary
+        result["model"][m] = {k: stat(cat[f"{m}_{k}"]) for k in STATS}
+        result["copy_last"][m] = stat(cat[f"{m}_copy"])
     mean_psnr = result["model"]["psnr"]["mean"]["average"]
     result["psnr_margin_db"] = round(mean_psnr - result["copy_last"]["psnr"]["average"], 6)
+    # the model and the baseline are scored on the same moving pixels, so the difference is fair
+    mean_moving = result["model"]["psnr_moving"]["mean"]["average"]
+    base_moving = result["copy_last"]["psnr_moving"]["average"]
+    result["psnr_moving_margin_db"] = None if mean_moving is None else round(mean_moving - base_moving, 6)
+    result["motion_threshold"] = motion_threshold
+    result["moving_fraction"] = _number(cat["moving"].mean())  # of all future pixels of all sequences
+    result["moving_fraction_per_step"] = [_number(x) for x in cat["moving"].mean(0)]
+    result["frames_without_motion"] = int((cat["moving"] == 0).sum())  # left out of the moving-region scores
     result["per_sequence"] = [
         {"name": name, "psnr_first": round(float(cat["psnr_first"][i].mean()), 4),
          "psnr_mean": round(float(cat["psnr_mean"][i].mean()), 4),
          "psnr_best": round(float(cat["psnr_best"][i].mean()), 4),
-         "psnr_copy_last": round(float(cat["psnr_copy"][i].mean()), 4)}
+         "psnr_copy_last": round(float(cat["psnr_copy"][i].mean()), 4),
+         "psnr_moving_mean": _number(cat["psnr_moving_mean"][i].nanmean(), 4),
+         "psnr_moving_copy_last": _number(cat["psnr_moving_copy"][i].nanmean(), 4),
+         "moving_fraction": _number(cat["moving"][i].mean(), 6)}
         for i, name in enumerate(names)
     ]
     result["n_sequences"] = n
@@ -154,11 +223,13 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
 def evaluate_run(run: str | Path, split: str = "test", samples: int = 5, seed: int = 0,
                  n_past: int | None = None, n_future: int | None = None, batch_size: int = 16,
                  max_sequences: int | None = None, device: str = "auto", data_root: str | None = None,
-                 progress: bool | None = None) -> dict[str, Any]:
+                 progress: bool | None = None, motion_threshold: float = MOTION_THRESHOLD) -> dict[str, Any]:
     """Load a run (folder or .pt) and evaluate it on ``split`` of its dataset (or ``data_root``)."""
     from vidpred.data import open_split
     from vidpred.training.checkpoint import load_model
     from vidpred.training.trainer import resolve_device
+
+    motion_threshold = check_motion_threshold(motion_threshold)  # a bad flag fails before the model loads
 
     dev = resolve_device(device)
     model, cfg, ckpt_path = load_model(Path(run), device=dev)
@@ -166,7 +237,7 @@ def evaluate_run(run: str | Path, split: str = "test", samples: int = 5, seed: i
     root = data_root or cfg.data.root
     ds = open_split(root, split, window=n_past + n_future, random_start=False, use_cache=cfg.data.use_cache)
     result = evaluate(model, ds, n_past, samples=samples, seed=seed, batch_size=batch_size,
-                      max_sequences=max_sequences, progress=progress)
+                      max_sequences=max_sequences, progress=progress, motion_threshold=motion_threshold)
     head = {
         "format": FORMAT,
         "run": str(run),
@@ -178,7 +249,7 @@ def evaluate_run(run: str | Path, split: str = "test", samples: int = 5, seed: i
         "n_sequences": result.pop("n_sequences"),
         "n_samples": samples,
         "seed": seed,
-        "best_of": "per sequence, the sample with the highest (worst: lowest) mean PSNR over the future frames",
+        "best_of": BEST_OF,
     }
     return {**head, **result}
 
@@ -211,23 +282,48 @@ def read_json(path: str | Path) -> dict:
     return result
 
 
+def _cell(fmt: str, value: float | None) -> str:
+    """One number of the table; n/a for a missing one (a step without moving pixels)."""
+    return fmt.format(value) if value is not None else f"{'n/a':>{len(fmt.format(0.0))}s}"
+
+
 def format_table(result: dict) -> str:
-    """A fixed-width table: one row per statistic, one column per predicted step, and the average."""
+    """A fixed-width table: one row per statistic, one column per predicted step, and the average.
+
+    Whole-frame PSNR and SSIM, then the same on the moving region; an evaluation
+    written before the moving-region metrics existed says n/a for them.
+    """
     n_past, F = result["n_past"], result["n_future"]
     steps = [f"t={n_past + k + 1}" for k in range(F)]  # 1-based frame numbers, as in the assignment's figures
     head = f"{'':18s}" + "".join(f"{s:>7s}" for s in steps) + f"{'avg':>8s}"
+    has_moving = all(m in result["model"] for m in MOVING_METRICS)
+    if has_moving:
+        fraction = result.get("moving_fraction")
+        moving = (f"moving region: pixels whose true value differs from the last observed frame by more than "
+                  f"{result['motion_threshold']:g} (some channel); "
+                  + (f"{100 * fraction:.1f}% of the future pixels" if fraction is not None else "n/a"))
+    else:
+        moving = "moving region: n/a (evaluation written before the moving-region metrics)"
     lines = [
         f"{result['split']} split of {result['data_root']}: {result['n_sequences']} sequences x "
         f"{result['n_samples']} samples, {n_past} -> {F} frames, seed {result['seed']}",
         f"checkpoint {result['checkpoint']}",
+        moving,
     ]
-    for m, fmt in (("psnr", "{:7.2f}"), ("ssim", "{:7.3f}")):
-        lines += ["", m.upper() + (" (dB)" if m == "psnr" else ""), head]
+    sections = [("psnr", "PSNR (dB)", "{:7.2f}"), ("ssim", "SSIM", "{:7.3f}")]
+    if has_moving:
+        sections += [("psnr_moving", "PSNR moving region (dB)", "{:7.2f}"),
+                     ("ssim_moving", "SSIM moving region", "{:7.3f}")]
+    for m, title, fmt in sections:
+        lines += ["", title, head]
         rows = [(k, result["model"][m][k]) for k in STATS] + [("copy-last", result["copy_last"][m])]
         for name, s in rows:
-            lines.append(f"  {name:16s}" + "".join(fmt.format(v) for v in s["per_step"])
-                         + " " + fmt.format(s["average"]))
+            lines.append(f"  {name:16s}" + "".join(_cell(fmt, v) for v in s["per_step"])
+                         + " " + _cell(fmt, s["average"]))
     lines += ["", f"mean-sample PSNR minus copy-last: {result['psnr_margin_db']:+.2f} dB"]
+    margin = result.get("psnr_moving_margin_db")
+    lines.append("mean-sample PSNR minus copy-last, moving region: "
+                 + (f"{margin:+.2f} dB" if margin is not None else "n/a"))
     return "\n".join(lines)
 
 

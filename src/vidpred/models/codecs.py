@@ -18,6 +18,8 @@ ignored by plain blocks.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,10 +30,58 @@ CODECS = ("dcgan64", "vgg64")
 NORMS = ("batch", "group")
 
 
+class StepBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are taken per time step.
+
+    A rollout feeds the codec frames of shape ``(B * S, C, H, W)`` (``S`` steps
+    of each sequence, sample-major). The step-by-step rollout calls the codec
+    once per step, so plain BatchNorm normalises over the B frames of one step,
+    while the teacher-forced fast path encodes and decodes all steps at once and
+    would normalise over B * S frames: the two paths would be different models.
+    With ``steps = S`` set (see :func:`per_step_statistics`), each step is
+    normalised with the statistics of its own B frames, as in the step loop,
+    and the running averages move by the mean of the S steps' statistics.
+    In evaluation mode (running averages) ``steps`` changes nothing.
+    """
+
+    steps: int = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        S = self.steps
+        if S == 1 or not self.training:
+            return super().forward(x)
+        N, C, H, W = x.shape
+        # (B*S, C, H, W) -> (B, S*C, H, W): one fused batch norm, a "channel" per (step, channel)
+        y = x.reshape(N // S, S * C, H, W)
+        mean = self.running_mean.repeat(S) if self.running_mean is not None else None
+        var = self.running_var.repeat(S) if self.running_var is not None else None
+        y = F.batch_norm(y, mean, var, self.weight.repeat(S), self.bias.repeat(S), True, self.momentum, self.eps)
+        if mean is not None:
+            with torch.no_grad():  # each step moved its copy by momentum: keep their average
+                self.running_mean.copy_(mean.view(S, C).mean(0))
+                self.running_var.copy_(var.view(S, C).mean(0))
+                self.num_batches_tracked.add_(1)
+        return y.reshape(N, C, H, W)
+
+
+@contextmanager
+def per_step_statistics(module: nn.Module, steps: int):
+    """Within the block, the :class:`StepBatchNorm2d` layers of ``module`` treat their
+    input as ``steps`` frames per sequence (see there)."""
+    norms = [m for m in module.modules() if isinstance(m, StepBatchNorm2d)]
+    for m in norms:
+        m.steps = steps
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.steps = 1
+
+
 def make_norm(kind: str, channels: int) -> nn.Module:
-    """BatchNorm as in SVG; GroupNorm is per-sample (batch-size independent)."""
+    """BatchNorm as in SVG (statistics per time step); GroupNorm is per-sample (batch-size independent)."""
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return StepBatchNorm2d(channels)
     if kind == "group":
         return nn.GroupNorm(min(8, channels), channels)
     raise ConfigError(f"model.norm must be one of {NORMS}, got {kind!r}")
@@ -139,9 +189,10 @@ class DCGANEncoder(nn.Module):
 
 
 class DCGANDecoder(nn.Module):
-    """h (N,g_dim) + skips -> x (N,3,64,64) in [0,1]."""
+    """h (N,g_dim) + skips -> x (N,out_channels,64,64); with the default sigmoid, a frame in [0,1]."""
 
-    def __init__(self, g_dim: int, width: int = 64, norm: str = "batch", cond_dim: int = 0) -> None:
+    def __init__(self, g_dim: int, width: int = 64, norm: str = "batch", cond_dim: int = 0,
+                 out_channels: int = 3, out_act: str = "sigmoid") -> None:
         super().__init__()
         w = _widths(width)
         kw = dict(transpose=True, norm=norm, cond_dim=cond_dim)
@@ -152,7 +203,7 @@ class DCGANDecoder(nn.Module):
                 Stage(ConvBlock(w[3] * 2, w[2], 4, 2, 1, **kw)),  # 8
                 Stage(ConvBlock(w[2] * 2, w[1], 4, 2, 1, **kw)),  # 16
                 Stage(ConvBlock(w[1] * 2, w[0], 4, 2, 1, **kw)),  # 32
-                Stage(ConvBlock(w[0] * 2, 3, 4, 2, 1, transpose=True, norm=None, act="sigmoid")),  # 64
+                Stage(ConvBlock(w[0] * 2, out_channels, 4, 2, 1, transpose=True, norm=None, act=out_act)),  # 64
             ]
         )
 
@@ -198,9 +249,10 @@ class VGGEncoder(nn.Module):
 
 
 class VGGDecoder(nn.Module):
-    """h (N,g_dim) + skips -> x (N,3,64,64) in [0,1]."""
+    """h (N,g_dim) + skips -> x (N,out_channels,64,64); with the default sigmoid, a frame in [0,1]."""
 
-    def __init__(self, g_dim: int, width: int = 64, norm: str = "batch", cond_dim: int = 0) -> None:
+    def __init__(self, g_dim: int, width: int = 64, norm: str = "batch", cond_dim: int = 0,
+                 out_channels: int = 3, out_act: str = "sigmoid") -> None:
         super().__init__()
         w = _widths(width)
 
@@ -214,7 +266,7 @@ class VGGDecoder(nn.Module):
                 Stage(vgg(w[3] * 2, w[3]), vgg(w[3], w[3]), vgg(w[3], w[2])),  # 8
                 Stage(vgg(w[2] * 2, w[2]), vgg(w[2], w[2]), vgg(w[2], w[1])),  # 16
                 Stage(vgg(w[1] * 2, w[1]), vgg(w[1], w[0])),  # 32
-                Stage(vgg(w[0] * 2, w[0]), ConvBlock(w[0], 3, 3, 1, 1, norm=None, act="sigmoid")),  # 64
+                Stage(vgg(w[0] * 2, w[0]), ConvBlock(w[0], out_channels, 3, 1, 1, norm=None, act=out_act)),  # 64
             ]
         )
 
@@ -230,15 +282,21 @@ class VGGDecoder(nn.Module):
 
 
 def build_codec(
-    name: str, g_dim: int, width: int, norm: str, enc_cond_dim: int = 0, dec_cond_dim: int = 0
+    name: str, g_dim: int, width: int, norm: str, enc_cond_dim: int = 0, dec_cond_dim: int = 0,
+    dec_out_channels: int = 3, dec_out_act: str = "sigmoid",
 ) -> tuple[nn.Module, nn.Module]:
-    """Return ``(encoder, decoder)`` for codec ``name``."""
+    """Return ``(encoder, decoder)`` for codec ``name``. The decoder outputs a frame
+    (3 channels, sigmoid) unless told otherwise (the transformation decoder reads
+    raw mask logits and a generated image from it)."""
     if name == "dcgan64":
         return (
             DCGANEncoder(g_dim, width, norm, enc_cond_dim),
-            DCGANDecoder(g_dim, width, norm, dec_cond_dim),
+            DCGANDecoder(g_dim, width, norm, dec_cond_dim, dec_out_channels, dec_out_act),
         )
     if name == "vgg64":
-        return VGGEncoder(g_dim, width, norm, enc_cond_dim), VGGDecoder(g_dim, width, norm, dec_cond_dim)
+        return (
+            VGGEncoder(g_dim, width, norm, enc_cond_dim),
+            VGGDecoder(g_dim, width, norm, dec_cond_dim, dec_out_channels, dec_out_act),
+        )
     raise ConfigError(f"model.codec must be one of {CODECS}, got {name!r}")
 

@@ -20,6 +20,12 @@ posterior q(z^l | x_{1:t}, z^{l-1}) and the prior p(z^l | x_{1:t-1}, z^{l-1}) an
 injected at its own decoder scale (level 2 at the coarsest). With ``align`` a
 feature aligner predicts a flow from g_t and warps the last observed frame's
 skip features toward the predicted frame with ``grid_sample``.
+
+Two decoders (``model.decoder``): ``pixel`` paints x^_t from (g_t, skips) as SVG
+does; ``cdna`` moves the pixels of x_{t-1} with kernels predicted from g_t and
+composites them with observed backgrounds and a generated image
+(``models/transform.py``). Skips come from the last observed frame (SVG) or, with
+``model.skip_frame=previous``, from x_{t-1}, so the decoder sees where the arm is now.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidpred.config import ModelConfig
-from vidpred.models.codecs import build_codec
+from vidpred.models.codecs import build_codec, per_step_statistics
 from vidpred.models.recurrent import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
+from vidpred.models.transform import CDNAHead
 
 MAX_LEVELS = 5  # level l >= 2 is injected at decoder stage l - 2; decoders have 4 stages
 FLOW_GRID = 8  # resolution of the aligner's predicted flow
@@ -56,6 +63,7 @@ class SVG(nn.Module):
 
             raise ConfigError(f"model.levels must be <= {MAX_LEVELS}, got {cfg.levels}")
         E, Z, L, G = cfg.cond_embed, cfg.z_dim, cfg.levels, cfg.g_dim
+        self.transform = CDNAHead(G, cfg.kernels, cfg.kernel_size) if cfg.decoder == "cdna" else None
         self.encoder, self.decoder = build_codec(
             cfg.codec,
             G,
@@ -63,6 +71,9 @@ class SVG(nn.Module):
             cfg.norm,
             enc_cond_dim=E if cfg.cond_conv == "both" else 0,
             dec_cond_dim=E if cfg.cond_conv != "none" else 0,
+            # the transformation decoder reads a generated image and mask logits, raw
+            dec_out_channels=3 if self.transform is None else self.transform.decoder_channels,
+            dec_out_act="sigmoid" if self.transform is None else "none",
         )
         # Transition condition e_t embeds (c_{t-1}, c_t): the action taken and the
         # end-effector positions before and after, whatever the step convention.
@@ -115,11 +126,17 @@ class SVG(nn.Module):
         x = frames.flatten(0, 1)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        h, skips = self.encoder(x, c)
+        with per_step_statistics(self.encoder, S):  # batch norm: statistics per step, as the step loop sees them
+            h, skips = self.encoder(x, c)
         return h.view(B, S, -1), [s.view(B, S, *s.shape[1:]) for s in skips]
 
-    def decode(self, g: torch.Tensor, skips: list[torch.Tensor], z: torch.Tensor, step_cond):
-        """g (B, S, g_dim), skips [(B, S, C, h, w)], z (B, S, levels*z_dim) -> frames (B, S, 3, H, W)."""
+    def decode(self, g: torch.Tensor, skips: list[torch.Tensor], z: torch.Tensor, step_cond, context=None):
+        """g (B, S, g_dim), skips [(B, S, C, h, w)], z (B, S, levels*z_dim) -> frames (B, S, 3, H, W).
+
+        context (``decoder=cdna`` only): ``(previous (B, S, 3, H, W), first (B, 3, H, W),
+        last_observed (B, S, 3, H, W))``, the frames the transformation decoder moves and
+        composites (see ``models/transform.py``).
+        """
         B, S = g.shape[:2]
         g = g.flatten(0, 1)
         skips = [s.flatten(0, 1) for s in skips]
@@ -129,7 +146,12 @@ class SVG(nn.Module):
         zf = z.flatten(0, 1)
         inject = [proj(zf[:, (l + 1) * Z : (l + 2) * Z]) for l, proj in enumerate(self.inject)]
         c = step_cond.flatten(0, 1) if (step_cond is not None and self.cfg.cond_conv != "none") else None
-        x = self.decoder(g, skips, c, inject)
+        with per_step_statistics(self.decoder, S):
+            x = self.decoder(g, skips, c, inject)
+        if self.transform is not None:
+            previous, first, last = context
+            first = first[:, None].expand(B, S, *first.shape[1:])
+            x, _ = self.transform(g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1))
         return x.view(B, S, *x.shape[1:])
 
     def _align(self, skips: list[torch.Tensor], g: torch.Tensor) -> list[torch.Tensor]:
@@ -182,8 +204,8 @@ class SVG(nn.Module):
         return torch.cat(zs, -1), torch.stack(kls, -1), post_out, prior_out
 
 
-def _skip_index(T: int, n_past: int, device) -> torch.Tensor:
-    """Frame whose skips decode step t (t = 1..T-1): x_{t-1} while observed, then the last observed."""
+def _last_observed_index(T: int, n_past: int, device) -> torch.Tensor:
+    """For steps t = 1..T-1, the last observed frame before t: x_{t-1} while observed, then x_{n_past-1}."""
     return torch.arange(T - 1, device=device).clamp(max=n_past - 1)
 
 
@@ -233,18 +255,26 @@ def _rollout_stepwise(
     n_known = T if use_posterior else n_past
     fc = lambda a, b: None if frame_cond is None else frame_cond[:, a:b]  # noqa: E731
     h_gt, skips_gt = model.encode(frames[:, :n_known], fc(0, n_known))
+    from_previous = model.cfg.skip_frame == "previous"
     post_state = [None] * L
     prior_state = [None] * L
     pred_state = None
     preds, kls = [], []
     skips = None
+    last_seen = None
     for t in range(1, T):
         if t - 1 < n_past or (teacher_forcing and t - 1 < n_known):
             h_prev = h_gt[:, t - 1 : t]
+            x_prev = frames[:, t - 1 : t]
             if t - 1 < n_past:
+                last_seen = x_prev
+            if t - 1 < n_past or from_previous:
                 skips = [s[:, t - 1 : t] for s in skips_gt]
         else:
-            h_prev, _ = model.encode(preds[-1], fc(t - 1, t))
+            x_prev = preds[-1]
+            h_prev, skips_pred = model.encode(x_prev, fc(t - 1, t))
+            if from_previous:
+                skips = skips_pred
         posterior_now = use_posterior or t < n_past
         h_tgt = h_gt[:, t : t + 1] if posterior_now else None
         z, kl, post_state, prior_state = model.latents(
@@ -255,7 +285,7 @@ def _rollout_stepwise(
         e = None if step_cond is None else step_cond[:, t - 1 : t]
         z_top = z[..., : model.cfg.z_dim]  # level 1 drives the dynamics; lower levels go to the decoder
         g, pred_state = model.predictor(torch.cat([h_prev, z_top] + ([e] if e is not None else []), -1), pred_state)
-        preds.append(model.decode(g, skips, z, e))
+        preds.append(model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen)))
         kls.append(kl)
     return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1))
 
@@ -269,8 +299,10 @@ def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_
     z, kl, _, _ = model.latents(h[:, 1:], h[:, :-1], noise, [None] * L, [None] * L, True)
     inp = [h[:, :-1], z[..., : model.cfg.z_dim]] + ([step_cond] if step_cond is not None else [])
     g, _ = model.predictor(torch.cat(inp, -1))  # (B, T-1, g)
-    idx = _skip_index(T, n_past, frames.device)
-    pred = model.decode(g, [s[:, idx] for s in skips], z, step_cond)
+    last = _last_observed_index(T, n_past, frames.device)
+    idx = torch.arange(T - 1, device=frames.device) if model.cfg.skip_frame == "previous" else last
+    context = (frames[:, :-1], frames[:, 0], frames[:, last])
+    pred = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context)
     return RolloutOutput(pred=pred, kl=kl)
 
 

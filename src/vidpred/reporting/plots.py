@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vidpred.errors import DataError  # noqa: E402
 
@@ -87,27 +88,48 @@ def plot_training(runs: list[str | Path], out: str | Path, labels: list[str] | N
     return out
 
 
+def _per_step(values: list) -> list[float]:
+    """A JSON per-step list with None (a step without moving pixels) as NaN: a gap in the curve."""
+    return [float("nan") if v is None else v for v in values]
+
+
 def plot_eval_steps(results: list[dict], labels: list[str], out: str | Path) -> Path:
     """PSNR and SSIM per predicted step (mean over samples, best-of-N shaded) for every
-    evaluation, and the copy-last-frame baseline of the first one (same sequences)."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, m, name in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
-        for i, (res, label) in enumerate(zip(results, labels)):
+    evaluation, and the copy-last-frame baseline of the first one (same sequences).
+    Top row: whole frame; bottom row: the moving region (an evaluation written before
+    those metrics is left out of that row)."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    panels = ((axes[0, 0], "psnr", "PSNR (dB)"), (axes[0, 1], "ssim", "SSIM"),
+              (axes[1, 0], "psnr_moving", "PSNR, moving region (dB)"),
+              (axes[1, 1], "ssim_moving", "SSIM, moving region"))
+    for ax, m, name in panels:
+        have = [(i, res, label) for i, (res, label) in enumerate(zip(results, labels)) if m in res["model"]]
+        for i, res, label in have:
             colour = COLOURS[i % len(COLOURS)]
             steps = [res["n_past"] + k + 1 for k in range(res["n_future"])]
             s = res["model"][m]
-            ax.plot(steps, s["mean"]["per_step"], color=colour, marker="o", ms=3,
+            ax.plot(steps, _per_step(s["mean"]["per_step"]), color=colour, marker="o", ms=3,
                     label=f"{label} (mean of {res['n_samples']})")
-            ax.fill_between(steps, s["worst"]["per_step"], s["best"]["per_step"], color=colour, alpha=0.15)
-        if results:
-            res = results[0]
+            ax.fill_between(steps, _per_step(s["worst"]["per_step"]), _per_step(s["best"]["per_step"]),
+                            color=colour, alpha=0.15)
+        if have:
+            res = have[0][1]
             steps = [res["n_past"] + k + 1 for k in range(res["n_future"])]
-            ax.plot(steps, res["copy_last"][m]["per_step"], color="k", ls="--", label="copy last frame")
-        ax.set_xlabel("frame")
+            ax.plot(steps, _per_step(res["copy_last"][m]["per_step"]), color="k", ls="--", label="copy last frame")
+        else:
+            ax.text(0.5, 0.5, "n/a: evaluation without moving-region metrics", ha="center", va="center",
+                    transform=ax.transAxes, color="0.4")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("per-step scores on the test split (band: worst to best sample)", fontsize=11)
+    for ax in axes[1]:
+        ax.set_xlabel("frame")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # frames are whole numbers
+    axes[0, 0].legend(fontsize=8)
+    thresholds = sorted({res["motion_threshold"] for res in results if "motion_threshold" in res})
+    moving = ""
+    if thresholds:
+        moving = f"; moving region: |truth - last observed| > {', '.join(f'{t:g}' for t in thresholds)}"
+    fig.suptitle(f"per-step scores on the test split (band: worst to best sample){moving}", fontsize=11)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,10 @@
 ``build_report(runs, out)`` writes ``out/index.html`` and every picture it shows
 under ``out/`` (relative links, so the folder can be copied or zipped):
 
-* evaluation table (runs as columns) and per-step PSNR/SSIM plot, read from each
-  run's ``eval_<split>.json`` (computed first when missing or older than the checkpoint);
+* evaluation table (runs as columns) and per-step PSNR/SSIM plot, whole frame and
+  moving region, read from each run's ``eval_<split>.json`` (computed first when
+  missing or older than the checkpoint; an older file without the moving-region
+  numbers shows n/a for them);
 * training curves of all runs on one figure (beta and teacher forcing on a second axis);
 * per run, the GIF and the per-step grid of one test sequence;
 * the configs: the keys that differ between runs, then each ``config.yaml`` in full.
@@ -129,42 +131,75 @@ def build_report(runs: list[str | Path], out: str | Path, split: str = "test", i
     return index_html
 
 
+def _stat(ev: dict, *keys: str):
+    """ev[keys[0]][keys[1]]...; None when a key is missing (an evaluation written before the
+    moving-region metrics) or the value is null (no moving pixel anywhere)."""
+    for k in keys:
+        if not isinstance(ev, dict) or k not in ev:
+            return None
+        ev = ev[k]
+    return ev
+
+
 def _eval_table(per_run: list[dict]) -> str:
-    rows = [
-        ("PSNR, mean over samples (dB)", "psnr", "mean", "{:.2f}"),
-        ("PSNR, first sample (dB)", "psnr", "first", "{:.2f}"),
-        ("PSNR, best of N (dB)", "psnr", "best", "{:.2f}"),
-        ("PSNR, worst of N (dB)", "psnr", "worst", "{:.2f}"),
-        ("SSIM, mean over samples", "ssim", "mean", "{:.3f}"),
-        ("SSIM, best-PSNR sample", "ssim", "best", "{:.3f}"),
+    """Runs as columns. "-": the run has no evaluation; "n/a": its evaluation has no such number
+    (written before the moving-region metrics, or nothing moved)."""
+    whole = [
+        ("PSNR, mean over samples (dB)", ("model", "psnr", "mean", "average"), "{:.2f}"),
+        ("PSNR, first sample (dB)", ("model", "psnr", "first", "average"), "{:.2f}"),
+        ("PSNR, best of N (dB)", ("model", "psnr", "best", "average"), "{:.2f}"),
+        ("PSNR, worst of N (dB)", ("model", "psnr", "worst", "average"), "{:.2f}"),
+        ("SSIM, mean over samples", ("model", "ssim", "mean", "average"), "{:.3f}"),
+        ("SSIM, best-PSNR sample", ("model", "ssim", "best", "average"), "{:.3f}"),
+        ("copy last frame: PSNR (dB)", ("copy_last", "psnr", "average"), "{:.2f}"),
+        ("copy last frame: SSIM", ("copy_last", "ssim", "average"), "{:.3f}"),
+    ]
+    moving = [
+        ("PSNR moving region, mean over samples (dB)", ("model", "psnr_moving", "mean", "average"), "{:.2f}"),
+        ("PSNR moving region, first sample (dB)", ("model", "psnr_moving", "first", "average"), "{:.2f}"),
+        ("PSNR moving region, best of N (dB)", ("model", "psnr_moving", "best", "average"), "{:.2f}"),
+        ("PSNR moving region, worst of N (dB)", ("model", "psnr_moving", "worst", "average"), "{:.2f}"),
+        ("SSIM moving region, mean over samples", ("model", "ssim_moving", "mean", "average"), "{:.3f}"),
+        ("SSIM moving region, best-PSNR sample", ("model", "ssim_moving", "best", "average"), "{:.3f}"),
+        ("copy last frame: PSNR moving region (dB)", ("copy_last", "psnr_moving", "average"), "{:.2f}"),
+        ("copy last frame: SSIM moving region", ("copy_last", "ssim_moving", "average"), "{:.3f}"),
     ]
     head = "".join(f"<th>{html.escape(p['label'])}</th>" for p in per_run)
     body = []
-    for name, m, stat, fmt in rows:
-        cells = "".join(
-            f"<td>{fmt.format(p['eval']['model'][m][stat]['average'])}</td>" if p["eval"] else "<td>-</td>"
-            for p in per_run)
+
+    def row(name: str, cell) -> None:
+        cells = "".join(cell(p["eval"]) if p["eval"] else "<td>-</td>" for p in per_run)
         body.append(f"<tr><td>{name}</td>{cells}</tr>")
-    for name, m, fmt in (("copy last frame: PSNR (dB)", "psnr", "{:.2f}"), ("copy last frame: SSIM", "ssim", "{:.3f}")):
-        cells = "".join(
-            f"<td>{fmt.format(p['eval']['copy_last'][m]['average'])}</td>" if p["eval"] else "<td>-</td>"
-            for p in per_run)
-        body.append(f"<tr><td>{name}</td>{cells}</tr>")
-    cells = []
-    for p in per_run:
-        if not p["eval"]:
-            cells.append("<td>-</td>")
-            continue
-        margin = p["eval"]["psnr_margin_db"]
-        cells.append(f"<td class=\"{'good' if margin > 0 else 'bad'}\">{margin:+.2f}</td>")
-    body.append(f"<tr><td>margin over copy-last (dB)</td>{''.join(cells)}</tr>")
-    cells = "".join(
-        f"<td>{p['eval']['n_sequences']} x {p['eval']['n_samples']}, {p['eval']['n_past']} &rarr; "
-        f"{p['eval']['n_future']}</td>" if p["eval"] else "<td>-</td>" for p in per_run)
-    body.append(f"<tr><td>sequences x samples, frames</td>{cells}</tr>")
-    cells = "".join(f"<td>{html.escape(Path(p['eval']['checkpoint']).name)}</td>" if p["eval"] else "<td>-</td>"
-                    for p in per_run)
-    body.append(f"<tr><td>checkpoint</td>{cells}</tr>")
+
+    def number(keys: tuple[str, ...], fmt: str):
+        def cell(ev: dict) -> str:
+            v = _stat(ev, *keys)
+            return f"<td>{fmt.format(v)}</td>" if v is not None else "<td>n/a</td>"
+        return cell
+
+    def margin(key: str):
+        def cell(ev: dict) -> str:
+            v = _stat(ev, key)
+            return f"<td class=\"{'good' if v > 0 else 'bad'}\">{v:+.2f}</td>" if v is not None else "<td>n/a</td>"
+        return cell
+
+    for name, keys, fmt in whole:
+        row(name, number(keys, fmt))
+    row("margin over copy-last (dB)", margin("psnr_margin_db"))
+    for name, keys, fmt in moving:
+        row(name, number(keys, fmt))
+    row("margin over copy-last, moving region (dB)", margin("psnr_moving_margin_db"))
+
+    def region(ev: dict) -> str:
+        t, f = _stat(ev, "motion_threshold"), _stat(ev, "moving_fraction")
+        if t is None:
+            return "<td>n/a</td>"
+        return f"<td>&gt; {t:g}: {100 * f:.1f}%</td>" if f is not None else f"<td>&gt; {t:g}: n/a</td>"
+
+    row("moving region: threshold, share of future pixels", region)
+    row("sequences x samples, frames",
+        lambda ev: f"<td>{ev['n_sequences']} x {ev['n_samples']}, {ev['n_past']} &rarr; {ev['n_future']}</td>")
+    row("checkpoint", lambda ev: f"<td>{html.escape(Path(ev['checkpoint']).name)}</td>")
     return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -218,10 +253,15 @@ def _html(title: str, split: str, per_run: list[dict], configs: list[dict], curv
                      "10 log10(1/MSE) per frame in [0, 1], SSIM Gaussian window 11, sigma 1.5; both averaged over "
                      "the predicted frames and the sequences. Best / worst of N: per sequence the sample with the "
                      "highest / lowest mean PSNR. The margin compares the mean-over-samples PSNR with copying the "
-                     "last observed frame.</p>")
+                     "last observed frame. <em>Moving region</em>: the same scores on the pixels where the true "
+                     "future frame differs from the last observed one by more than the threshold in some channel "
+                     "(the static table dominates whole-frame scores); frames without such pixels are left out, and "
+                     "best / worst are picked by moving-region PSNR. n/a: not in the run's evaluation file (written "
+                     "before these metrics: run <code>vidpred evaluate</code> again) or no pixel moved.</p>")
         parts.append(_eval_table(per_run))
         if steps_png:
-            parts.append(f"<p><img src=\"{esc(steps_png)}\" alt=\"per-step PSNR and SSIM\"></p>")
+            parts.append(f"<p><img src=\"{esc(steps_png)}\" "
+                         "alt=\"per-step PSNR and SSIM, whole frame and moving region\"></p>")
     else:
         parts.append("<p>No evaluation available (run <code>vidpred evaluate</code> first).</p>")
     parts += ["<h2>Training</h2>", _training_table(per_run),
