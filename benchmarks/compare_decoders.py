@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/decoders"))
     ap.add_argument("--data", type=Path, default=Path("data/synth-demo"))
     ap.add_argument("--cdna-epochs", type=int, default=None, help="default: the preset's")
-    ap.add_argument("--pixel-epochs", type=int, default=60,
+    ap.add_argument("--pixel-epochs", type=int, default=41,
                     help="epochs of the pixel decoder (default %(default)s: about the cdna run's time on 2 cores)")
     ap.add_argument("--table", type=Path, default=None)
     args = ap.parse_args()

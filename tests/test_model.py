@@ -309,3 +309,14 @@ def test_cdna_free_run_moves_its_own_predictions():
     d = rollout(model, other[:, :2], conds, 2, use_posterior=False, noise=noise)
     torch.testing.assert_close(c.pred, d.pred)
     assert (a.pred - b.pred).abs().max() > 0
+
+
+def test_kl_is_computed_in_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = SVG(tiny())
+    frames, conds = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = rollout(model, frames, conds, 2, noise=torch.randn(2, 5, 4))
+    assert out.kl.dtype == torch.float32
+    assert (out.kl >= 0).all()
+

@@ -191,7 +191,9 @@ class SVG(nn.Module):
             if use_posterior:
                 mu_q, lv_q, sq = self.posterior[l](torch.cat([h_target, *above], -1), post_state[l])
                 z = reparameterize(mu_q, lv_q, eps_l)
-                kl = gaussian_kl(mu_q, lv_q, mu_p, lv_p)
+                # in fp32 even under bf16 autocast: in bf16 the small KL of a near-collapsed
+                # posterior rounds to negative values
+                kl = gaussian_kl(mu_q.float(), lv_q.float(), mu_p.float(), lv_p.float())
             else:
                 z = reparameterize(mu_p, lv_p, eps_l)
                 kl = torch.zeros_like(z[..., 0])
