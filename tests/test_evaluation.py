@@ -226,3 +226,25 @@ def test_incompatible_or_corrupt_checkpoint(run, tmp_path, capsys):
     assert "incompatible config" in _error(capsys, ["evaluate", str(tmp_path / "bad.pt")])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert "corrupt" in _error(capsys, ["predict", str(tmp_path / "junk.pt")])
+
+
+def test_batched_samples_equal_one_rollout_per_sample(monkeypatch):
+    """predict_samples runs sequences x samples as one batch (in chunks); each row must be the
+    rollout that sample's own noise gives alone."""
+    import vidpred.evaluation.evaluate as ev
+    from vidpred.config import ModelConfig
+    from vidpred.models.svg import SVG, rollout
+
+    torch.manual_seed(0)
+    model = SVG(ModelConfig(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8, decoder="cdna",
+                            kernel_size=3, skip_frame="previous")).eval()
+    frames, conds = torch.rand(2, 6, 3, 64, 64), torch.randn(2, 6, 7)
+    monkeypatch.setattr(ev, "ROLLOUT_BATCH", 4)  # 2 sequences: chunks of 2 samples, then 1
+    out = ev.predict_samples(model, frames, conds, 2, [5, 9], 3, seed=7)
+    assert out.shape == (2, 3, 4, 3, 64, 64)
+    for b, index in enumerate([5, 9]):
+        for s in range(3):
+            noise = ev.sample_noise(7, index, s, (5, 4)).unsqueeze(0)
+            alone = rollout(model, frames[b : b + 1, :2], conds[b : b + 1], 2, use_posterior=False, noise=noise)
+            torch.testing.assert_close(out[b, s], alone.pred[0, 1:].clamp(0, 1), rtol=1e-5, atol=1e-5)
+    assert (out[:, 0] - out[:, 1]).abs().max() > 0  # samples differ

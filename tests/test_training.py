@@ -161,6 +161,28 @@ def test_resume_refuses_a_different_model(synth_root, tmp_path, capsys):
     assert ckpt_io.load(out / "last.pt")["step"] == 4
 
 
+def test_extending_a_run_keeps_its_kl_schedule_and_refuses_schedule_changes(synth_root, tmp_path, capsys):
+    """Resumed with more epochs, the KL ramp keeps the length planned at the start: the steps
+    already planned get the same beta, later ones continue the schedule (monotonic: flat)."""
+    out = tmp_path / "run"
+    cfg = tiny_cfg(synth_root, "train.epochs=3", "train.log_every=1", "train.kl.beta_max=1.0",
+                   "train.kl.ratio=1.0")  # 6 steps, beta ramps over all of them
+    trainer.train(cfg, out, progress=False)
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=5"]) == 0
+    steps = {r["step"]: r["beta"] for r in trainer.read_metrics(out) if r["kind"] == "step"}
+    assert sorted(steps) == list(range(1, 11))
+    for step, beta in steps.items():  # logged after step `step`, i.e. beta of 0-based step - 1
+        assert beta == pytest.approx(kl_beta(cfg.train.kl, step - 1, 6)), step
+    assert steps[10] == 1.0 and steps[3] == pytest.approx(2 / 6)
+    assert ckpt_io.load(out / "last.pt")["schedule_steps"] == 6
+    for override, key in (("train.batch_size=4", "train.batch_size"), ("train.lr=0.01", "train.lr"),
+                          ("train.kl.ratio=0.5", "train.kl.ratio"), ("train.seed=3", "train.seed")):
+        assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=6", override]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"cannot resume {out / 'last.pt'} with {key}=" in err and len(err.splitlines()) == 1, err
+    assert ckpt_io.load(out / "last.pt")["step"] == 10  # nothing was trained or written
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_root, tmp_path, monkeypatch, capsys):
     real = trainer.compute_loss
     calls = {"n": 0}

@@ -240,10 +240,47 @@ def _build(cls, d: Any, where: str):
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"unknown key {where}.{unknown[0]} (known: {', '.join(sorted(known))})")
+    types = {f.name: f.type for f in fields(cls)}  # strings: annotations are postponed
+    d = {k: _typed(v, types[k], f"{where}.{k}") for k, v in d.items()}
     try:
         return cls(**d)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def _typed(value: Any, kind: str, key: str) -> Any:
+    """``value`` checked (and, for numbers written as text, converted) against the field's type.
+
+    YAML 1.1 reads ``1e-3`` as a string and ``12.0`` as a float; a user means numbers.
+    A nested section (a dataclass) is checked by its own ``_build``.
+    """
+    if kind.endswith("Config"):  # a nested section
+        if not isinstance(value, dict) and type(value).__name__ != kind:
+            raise ConfigError(f"{key} is a section: set its fields ({key}.<field>=...), got {value!r}")
+        return value
+    if kind not in ("int", "float", "str", "bool"):
+        return value
+    ok = {
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    }[kind]
+    if kind in ("int", "float") and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None:
+            value = int(number) if kind == "int" and number.is_integer() else number
+    if kind == "int" and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not ok(value):
+        expected = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}[kind]
+        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+    return value
 
 
 def _merge(base: dict, update: dict) -> dict:

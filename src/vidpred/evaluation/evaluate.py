@@ -53,6 +53,7 @@ from vidpred.evaluation.metrics import MOTION_THRESHOLD, masked_psnr, masked_ssi
 
 FORMAT = "vidpred-eval-1"  # the moving-region keys were added without a new format: readers must allow them missing
 STATS = ("first", "mean", "best", "worst")
+ROLLOUT_BATCH = 256  # most rollouts evaluated in one batch (sequences x samples)
 METRICS = ("psnr", "ssim")
 MOVING_METRICS = ("psnr_moving", "ssim_moving")  # on the moving region only (see the module docstring)
 RANK_BY = {"psnr": "psnr", "ssim": "psnr", "psnr_moving": "psnr_moving", "ssim_moving": "psnr_moving"}  # best/worst
@@ -89,17 +90,23 @@ def resolve_horizon(cfg, n_past: int | None, n_future: int | None) -> tuple[int,
 @torch.no_grad()
 def predict_samples(model, frames, conds, n_past: int, indices, samples: int, seed: int) -> torch.Tensor:
     """Prior samples of the future: frames (B, T, 3, H, W) (only the first n_past are read),
-    conds (B, T, 7), indices (B,) dataset indices that key the noise.
+    conds (B, T, 7), indices (B,) dataset indices that key the noise; ``model`` in eval mode.
     Returns (B, samples, T - n_past, 3, H, W)."""
     B, T = conds.shape[:2]
     device = next(model.parameters()).device
     shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
+    # Samples run as one batch of B * S rollouts (in chunks of at most ROLLOUT_BATCH), not one
+    # rollout per sample: the model is in eval mode, so rows do not interact.
+    per_chunk = max(1, ROLLOUT_BATCH // B)
     out = []
-    for s in range(samples):
-        noise = torch.stack([sample_noise(seed, int(i), s, shape) for i in indices]).to(device)
-        r = _rollout(model, frames[:, :n_past], conds, n_past, use_posterior=False, noise=noise)
-        out.append(r.pred[:, n_past - 1 :].float().clamp(0, 1))
-    return torch.stack(out, 1)
+    for s0 in range(0, samples, per_chunk):
+        S = min(per_chunk, samples - s0)
+        noise = torch.stack([sample_noise(seed, int(i), s, shape) for i in indices for s in range(s0, s0 + S)])
+        r = _rollout(model, frames[:, :n_past].repeat_interleave(S, 0), conds.repeat_interleave(S, 0), n_past,
+                     use_posterior=False, noise=noise.to(device))
+        future = r.pred[:, n_past - 1 :].float().clamp(0, 1)  # (B*S, F, 3, H, W), rows b-major
+        out.append(future.view(B, S, *future.shape[1:]))
+    return torch.cat(out, 1)
 
 
 def _rollout(model, *args, **kwargs):

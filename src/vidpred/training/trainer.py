@@ -143,6 +143,29 @@ def train(cfg: Config, out: Path, resume: bool = False, progress: bool | None = 
         teardown(d)
 
 
+# What --resume may change: how long to train, where the data is, how to log. Anything else
+# would change the steps already taken or planned (data order, schedules, optimiser), so a
+# resumed run would no longer be the run it continues.
+RESUMABLE = {"train.epochs", "train.log_every", "train.val_every", "train.ckpt_every", "train.device",
+             "data.root", "data.num_workers", "data.use_cache"}
+
+
+def _check_resume_changes(old: Config, new: Config, path: Path) -> None:
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(old.to_dict()), flat(new.to_dict())
+    for key in sorted(a):
+        if key not in RESUMABLE and a[key] != b.get(key):
+            raise ConfigError(
+                f"cannot resume {path} with {key}={b.get(key)!r}: the run was trained with {a[key]!r} "
+                f"(--resume may change only {', '.join(sorted(RESUMABLE))}); start a new run instead"
+            )
+
+
 def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device, d: Dist) -> dict:
     from vidpred.data import condition_stats, open_split
 
@@ -173,6 +196,17 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         raise DataError(f"train split of {cfg.data.root} has {len(train_ds)} sequences, fewer than train.batch_size {tc.batch_size}")
     steps_per_epoch = tc.steps_per_epoch or len(train_ds) // tc.batch_size
     total_steps = tc.epochs * steps_per_epoch
+    # The KL schedule's length is the plan the run started with: extending a run
+    # (more epochs on --resume) must not re-time the steps already planned.
+    schedule_steps = total_steps
+    if start_ckpt is not None:
+        _check_resume_changes(start_ckpt["config_obj"], cfg, out / ckpt_io.LAST)
+        schedule_steps = start_ckpt.get("schedule_steps", start_ckpt["config_obj"].train.epochs * steps_per_epoch)
+        if start_ckpt.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
+            raise ConfigError(
+                f"cannot resume {out / ckpt_io.LAST}: the train split of {cfg.data.root} gives {steps_per_epoch} "
+                f"steps per epoch, the run was trained with {start_ckpt['steps_per_epoch']} (a different dataset?)"
+            )
 
     torch.manual_seed(tc.seed)
     model = SVG(cfg.model)
@@ -205,6 +239,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
             "format": ckpt_io.FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "step": step, "epoch_acc": epoch_acc,
             "best_psnr": best_psnr, "history": history, "rng": ckpt_io.rng_state(),
+            "schedule_steps": schedule_steps, "steps_per_epoch": steps_per_epoch,
         }
         ckpt_io.save_atomic(state, out / name)
 
@@ -229,7 +264,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         tf_ratio = teacher_forcing_ratio(tc.teacher_forcing, epoch)
         for frames, conds in loader:
             frames, conds = frames.to(device, non_blocking=True), conds.to(device, non_blocking=True)
-            beta = kl_beta(tc.kl, step, total_steps)
+            beta = kl_beta(tc.kl, step, schedule_steps)
             tf = use_teacher_forcing(tf_ratio, tc.seed, step)
             noise = step_noise(tc.seed, step, noise_shape)[d.rank * local_batch : (d.rank + 1) * local_batch]
             loss, mse, kl, kl_levels = compute_loss(net, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx())
@@ -268,7 +303,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         n = max(epoch_acc[3].item(), 1)
         record = {"kind": "epoch", "step": step, "epoch": epoch, "loss": epoch_acc[0].item() / n,
                   "mse": epoch_acc[1].item() / n, "kl": epoch_acc[2].item() / n,
-                  "beta": kl_beta(tc.kl, step - 1, total_steps), "tf_ratio": tf_ratio}
+                  "beta": kl_beta(tc.kl, step - 1, schedule_steps), "tf_ratio": tf_ratio}
         epoch_acc.zero_()
         if (epoch + 1) % tc.val_every == 0 or step == total_steps:
             last_val = round(validate(model, val_loader, tc.n_past, tc.seed, epoch, device, d, tc.amp), 3)
