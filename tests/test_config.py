@@ -51,6 +51,8 @@ def test_saved_config_loads_back_equal(tmp_path):
         ("model.kernel_size=4", "model.kernel_size must be an odd number"),
         ("model.decoder=flow", "model.decoder must be one of"),
         ("model.nope=1", "unknown key model.nope"),
+        ("train.kl.beta_max=nan", "train.kl.beta_max must be a finite number, got nan"),
+        ("train.grad_clip=inf", "train.grad_clip must be a finite number, got inf"),
         ("train", "must look like key.sub=value"),
     ],
 )

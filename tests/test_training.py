@@ -155,7 +155,8 @@ def test_resume_refuses_a_different_model(synth_root, tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     rc = main(["train", "--out", str(out), "--resume", "--config", "synth-cpu", f"data.root={synth_root}",
                *TINY, "model.z_dim=8"])
-    assert rc == 2 and "different model config" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "with model.z_dim=8: the run was trained with 4" in err and len(err.splitlines()) == 1
     # extending a run: its own config, more epochs
     assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=2"]) == 0
     assert ckpt_io.load(out / "last.pt")["step"] == 4
@@ -181,6 +182,29 @@ def test_extending_a_run_keeps_its_kl_schedule_and_refuses_schedule_changes(synt
         err = capsys.readouterr().err.strip()
         assert f"cannot resume {out / 'last.pt'} with {key}=" in err and len(err.splitlines()) == 1, err
     assert ckpt_io.load(out / "last.pt")["step"] == 10  # nothing was trained or written
+
+
+def test_checkpoints_from_before_the_transformation_decoder_still_load_and_resume(synth_root, tmp_path):
+    """A checkpoint written before model.decoder/kernels/kernel_size/skip_frame, schedule_steps and
+    steps_per_epoch existed: evaluation and resume read it as the pixel decoder it was."""
+    from vidpred.evaluation.evaluate import evaluate_run
+
+    out = tmp_path / "run"
+    cfg = tiny_cfg(synth_root, "train.epochs=1", "model.decoder=pixel", "model.skip_frame=last")
+    trainer.train(cfg, out, progress=False)
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(out / name, weights_only=False)
+        for key in ("decoder", "kernels", "kernel_size", "skip_frame"):
+            del ckpt["config"]["model"][key]
+        ckpt.pop("schedule_steps")
+        ckpt.pop("steps_per_epoch")
+        torch.save(ckpt, out / name)
+    res = evaluate_run(out, split="test", samples=1, progress=False)
+    assert res["model"]["psnr"]["mean"]["average"] > 10
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=2"]) == 0
+    resumed = ckpt_io.load(out / "last.pt")
+    assert resumed["step"] == 4 and resumed["schedule_steps"] == 2  # the old plan: 1 epoch of 2 steps
+    assert resumed["config_obj"].model.decoder == "pixel"
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synth_root, tmp_path, monkeypatch, capsys):
@@ -218,7 +242,7 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(synth_root, tmp_
 
     With every extra switched on, so DDP also checks that each parameter gets a gradient every step.
     """
-    args = cli_args(synth_root, "train.epochs=3", "train.batch_size=4", "model.norm=group",
+    args = cli_args(synth_root, "train.epochs=3", "train.batch_size=4", "model.norm=group", "train.amp=none",
                     "model.levels=2", "model.align=true", "model.cond_conv=both",
                     "train.teacher_forcing.decay_start_epoch=1", "train.teacher_forcing.step=1.0")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -247,9 +271,31 @@ def test_ddp_two_processes_match_one_process_on_the_whole_batch(synth_root, tmp_
                 assert x[key] == pytest.approx(y[key], rel=1e-4, abs=tol), (key, x, y)
 
 
-def test_bf16_autocast_trains_on_cpu(synth_root, tmp_path):
+def test_bf16_autocast_trains_on_cpu(synth_root, tmp_path, monkeypatch):
+    from vidpred.models.svg import SVG
+
+    seen = []
+    original = SVG.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SVG, "forward", spy)
     cfg = tiny_cfg(synth_root, "train.epochs=1", "train.amp=bf16", "train.teacher_forcing.start=0.0")
     summary = trainer.train(cfg, tmp_path / "run", progress=False)
-    steps = [r for r in trainer.read_metrics(tmp_path / "run") if r["kind"] == "step"]
+    records = trainer.read_metrics(tmp_path / "run")
+    steps = [r for r in records if r["kind"] == "step"]
     assert summary["steps"] == 2 and all(r["loss"] == r["loss"] and r["loss"] > 0 for r in steps)
+    assert all(r["kl"] >= 0 for r in steps)  # the KL is computed in fp32
     assert 0 < summary["best_val_psnr"] < 100
+    assert seen == [True, True]  # both training steps ran under bf16 autocast
+    assert [r["amp"] for r in records if r["kind"] == "epoch"] == ["bf16"]
+
+
+@pytest.mark.parametrize("native,expected", [(True, "bf16"), (False, "none")])
+def test_amp_auto_uses_bf16_only_on_cpus_with_native_bf16(monkeypatch, native, expected):
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
+    assert trainer.resolve_amp(torch.device("cpu"), "auto") == expected
+    assert trainer.resolve_amp(torch.device("cpu"), "none") == "none"
+    assert trainer.resolve_amp(torch.device("cpu"), "bf16") == "bf16"

@@ -10,6 +10,7 @@ defaults below; ``--config`` takes a preset name or a YAML file, and
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -172,8 +173,10 @@ class TrainConfig:
     """Conditioning frames."""
     n_future: int = 10
     """Predicted frames; training windows are n_past + n_future long."""
-    amp: str = "none"
-    """``none`` (fp32) or ``bf16`` autocast (CUDA, and CPU where supported)."""
+    amp: str = "auto"
+    """``none`` (fp32), ``bf16`` autocast, or ``auto``: bf16 on CUDA devices that support it
+    and on CPUs with native bf16 instructions (AVX512-BF16 / AMX, or Arm BF16), fp32 elsewhere
+    (emulated bf16 is slower than fp32). The loss, the KL and the pixel compositing stay fp32."""
     seed: int = 1
     """Seed of parameters, data order, window starts, noise and teacher forcing."""
     device: str = "auto"
@@ -202,8 +205,8 @@ class TrainConfig:
             raise ConfigError(f"train.n_past + train.n_future must be <= 30 (sequence length), got {self.n_past + self.n_future}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
-        if self.amp not in ("none", "bf16"):
-            raise ConfigError(f"train.amp must be none or bf16, got {self.amp!r}")
+        if self.amp not in ("none", "bf16", "auto"):
+            raise ConfigError(f"train.amp must be none, bf16 or auto, got {self.amp!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         if self.grad_clip < 0:
@@ -277,6 +280,8 @@ def _typed(value: Any, kind: str, key: str) -> Any:
         value = int(value)
     if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if kind == "float" and ok(value) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
     if not ok(value):
         expected = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}[kind]
         raise ConfigError(f"{key} must be {expected}, got {value!r}")

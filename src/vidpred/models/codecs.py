@@ -41,7 +41,11 @@ class StepBatchNorm2d(nn.BatchNorm2d):
     With ``steps = S`` set (see :func:`per_step_statistics`), each step is
     normalised with the statistics of its own B frames, as in the step loop,
     and the running averages move by the mean of the S steps' statistics.
-    In evaluation mode (running averages) ``steps`` changes nothing.
+    In evaluation mode (running averages) ``steps`` changes nothing. (The running
+    averages are the one thing the paths do not share: the step loop moves them
+    once per step, the fast path once per window. Under multi-GPU training,
+    SyncBatchNorm replaces these layers and pools the fast path's steps. With
+    channels_last input the reshape copies, and the output comes back NCHW.)
     """
 
     steps: int = 1

@@ -18,8 +18,9 @@ Hierarchical latents (``levels >= 2``, after HAF-SVG, Lin et al. 2020): level 1 
 the SVG latent above; each lower level l is conditioned on level l-1 in both the
 posterior q(z^l | x_{1:t}, z^{l-1}) and the prior p(z^l | x_{1:t-1}, z^{l-1}) and is
 injected at its own decoder scale (level 2 at the coarsest). With ``align`` a
-feature aligner predicts a flow from g_t and warps the last observed frame's
-skip features toward the predicted frame with ``grid_sample``.
+feature aligner predicts a flow from g_t and warps the skip features (of the
+last observed or the previous frame, see below) toward the predicted frame
+with ``grid_sample``.
 
 Two decoders (``model.decoder``): ``pixel`` paints x^_t from (g_t, skips) as SVG
 does; ``cdna`` moves the pixels of x_{t-1} with kernels predicted from g_t and

@@ -50,6 +50,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU has bf16 arithmetic (x86 AVX512-BF16 or AMX-BF16, Arm BF16), read from
+    /proc/cpuinfo; False where that cannot be read (then bf16 would be emulated: slower than fp32)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_amp(device: torch.device, amp: str) -> str:
+    """``train.amp`` as it will run on ``device``: ``none`` or ``bf16`` (``auto`` decided here)."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    return "bf16" if cpu_has_native_bf16() else "none"
+
+
 def autocast(device: torch.device, amp: str):
     if amp == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -175,11 +198,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         torch.cuda.set_device(device)
     _check_out_dir(out, resume)
     start_ckpt = ckpt_io.load(out / ckpt_io.LAST) if resume else None
-    if start_ckpt is not None and start_ckpt["config_obj"].model != cfg.model:
-        raise CheckpointError(
-            f"checkpoint {out / ckpt_io.LAST} was trained with a different model config; "
-            "resume with the run's own config (model.* overrides are not allowed)"
-        )
+    if start_ckpt is not None:  # before anything is read or built: refuse what would change the run
+        _check_resume_changes(start_ckpt["config_obj"], cfg, out / ckpt_io.LAST)
     if tc.batch_size % d.world:
         raise ConfigError(f"train.batch_size {tc.batch_size} must divide evenly over {d.world} processes")
     local_batch = tc.batch_size // d.world
@@ -200,7 +220,6 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
     # (more epochs on --resume) must not re-time the steps already planned.
     schedule_steps = total_steps
     if start_ckpt is not None:
-        _check_resume_changes(start_ckpt["config_obj"], cfg, out / ckpt_io.LAST)
         schedule_steps = start_ckpt.get("schedule_steps", start_ckpt["config_obj"].train.epochs * steps_per_epoch)
         if start_ckpt.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
             raise ConfigError(
@@ -224,6 +243,10 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
     net: torch.nn.Module = model
     if d.enabled:
         if device.type == "cuda":
+            # Batch norm statistics over the whole global batch. SyncBatchNorm pools the
+            # teacher-forced path's steps (B*S frames), unlike StepBatchNorm2d's per-step
+            # statistics: under multi-GPU training the two rollout paths differ slightly
+            # in training mode (evaluation uses the running averages and is unaffected).
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if d.main:
@@ -249,7 +272,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
     bar = tqdm(total=total_steps, initial=step, disable=not d.main if progress is None else not (progress and d.main),
                desc=f"train {out.name}", unit="step", dynamic_ncols=True)
     model.train()
-    amp_ctx = lambda: autocast(device, tc.amp)  # noqa: E731
+    amp = resolve_amp(device, tc.amp)
+    amp_ctx = lambda: autocast(device, amp)  # noqa: E731
     noise_shape = (tc.batch_size, tc.window - 1, cfg.model.levels * cfg.model.z_dim)
     last_val = history[-1]["val_psnr"] if history else None
     t_last, seqs_since = time.perf_counter(), 0
@@ -303,10 +327,11 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         n = max(epoch_acc[3].item(), 1)
         record = {"kind": "epoch", "step": step, "epoch": epoch, "loss": epoch_acc[0].item() / n,
                   "mse": epoch_acc[1].item() / n, "kl": epoch_acc[2].item() / n,
-                  "beta": kl_beta(tc.kl, step - 1, schedule_steps), "tf_ratio": tf_ratio}
+                  "beta": kl_beta(tc.kl, step - 1, schedule_steps), "tf_ratio": tf_ratio,
+                  "amp": amp}  # the precision train.amp resolved to on this device
         epoch_acc.zero_()
         if (epoch + 1) % tc.val_every == 0 or step == total_steps:
-            last_val = round(validate(model, val_loader, tc.n_past, tc.seed, epoch, device, d, tc.amp), 3)
+            last_val = round(validate(model, val_loader, tc.n_past, tc.seed, epoch, device, d, amp), 3)
             record["val_psnr"] = last_val
             history.append({"epoch": epoch, "step": step, "val_psnr": last_val})
             if last_val > best_psnr:
