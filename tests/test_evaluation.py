@@ -248,3 +248,48 @@ def test_batched_samples_equal_one_rollout_per_sample(monkeypatch):
             alone = rollout(model, frames[b : b + 1, :2], conds[b : b + 1], 2, use_posterior=False, noise=noise)
             torch.testing.assert_close(out[b, s], alone.pred[0, 1:].clamp(0, 1), rtol=1e-5, atol=1e-5)
     assert (out[:, 0] - out[:, 1]).abs().max() > 0  # samples differ
+
+
+def test_gif_and_grid_pixels_are_the_arrays_they_claim_to_show(tmp_path):
+    """Each GIF panel and each grid cell holds exactly the frame it is labelled with: the
+    prediction panel the model's sample 0, the grid rows the truth, the posterior and each sample."""
+    g = torch.Generator().manual_seed(0)
+    T, n_past, S, scale = 5, 2, 2, 2
+
+    def frames(*lead):  # 8x8 blocks of 12 colours per frame: few enough for a GIF palette to be exact
+        n = int(np.prod(lead))
+        colours = torch.randint(0, 256, (n, 12, 3), generator=g).float() / 255
+        blocks = torch.randint(0, 12, (n, 8, 8), generator=g)
+        img = torch.stack([colours[i][blocks[i]] for i in range(n)])  # (n, 8, 8, 3)
+        img = img.permute(0, 3, 1, 2).repeat_interleave(8, -1).repeat_interleave(8, -2)
+        return img.reshape(*lead, 3, 64, 64)
+
+    truth, posterior, samples = frames(T), frames(T - 1), frames(S, T - 1)
+    pred = {"truth": truth, "posterior": posterior, "samples": samples, "n_past": n_past, "split": "test",
+            "index": 0, "actions": None}
+    paths = media.write_prediction(pred, tmp_path, scale=scale, grid_scale=scale, mp4=False)
+
+    def cell(img, x, y):  # the 64x64 frame at (x, y), undoing the nearest-neighbour upscaling
+        return np.asarray(img)[y : y + 64 * scale : scale, x : x + 64 * scale : scale]
+
+    gif = Image.open(paths["gif"])
+    panel_w = 64 * scale + 2 * media.GIF_BORDER
+    for t in range(T):
+        gif.seek(t)
+        frame = gif.convert("RGB")
+        y0 = media.GIF_TITLE_H + media.GIF_BORDER
+        left = cell(frame, media.GIF_MARGIN + media.GIF_BORDER, y0)
+        right = cell(frame, media.GIF_MARGIN + panel_w + media.GIF_MARGIN + media.GIF_BORDER, y0)
+        shown = truth[t] if t < n_past else samples[0][t - 1]  # samples predict frames 1..T-1
+        np.testing.assert_array_equal(left, media.to_uint8(truth[t]))
+        np.testing.assert_array_equal(right, media.to_uint8(shown))
+    grid = Image.open(paths["grid"]).convert("RGB")
+    rows = [[truth[c] for c in range(T)], [None] + list(posterior)] + [[None] + list(s) for s in samples]
+    for r, frames in enumerate(rows):
+        for c, frame in enumerate(frames):
+            x, y = media.cell_origin(r, c, scale)
+            got = cell(grid, x, y)
+            if frame is None:
+                assert (got == media.EMPTY).all()
+            else:
+                np.testing.assert_array_equal(got, media.to_uint8(frame))
