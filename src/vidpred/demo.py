@@ -188,20 +188,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"demo finished in {total / 60:.1f} min. Test PSNR (2 -> 10 frames, mean of {samples} samples), "
          "whole frame and on the moving pixels, against copying the last observed frame:")
     for name, res in results.items():
-        model, mod = res["model"], res["copy_last"]
+        model, copy = res["model"], res["copy_last"]
         summary["runs"][name] = {
-            "psnr": model["psnr"]["mean"]["average"], "copy_last_psnr": mod["psnr"]["average"],
+            "psnr": model["psnr"]["mean"]["average"], "copy_last_psnr": copy["psnr"]["average"],
             "margin_db": res["psnr_margin_db"],
-            "ssim": model["ssim"]["mean"]["average"], "copy_last_ssim": mod["ssim"]["average"],
+            "ssim": model["ssim"]["mean"]["average"], "copy_last_ssim": copy["ssim"]["average"],
             "psnr_moving": model["psnr_moving"]["mean"]["average"],
-            "copy_last_psnr_moving": mod["psnr_moving"]["average"],
+            "copy_last_psnr_moving": copy["psnr_moving"]["average"],
             "moving_margin_db": res["psnr_moving_margin_db"],
             "ssim_moving": model["ssim_moving"]["mean"]["average"],
-            "copy_last_ssim_moving": mod["ssim_moving"]["average"],
+            "copy_last_ssim_moving": copy["ssim_moving"]["average"],
         }
         for region, key, margin in (("whole frame", "psnr", "psnr_margin_db"),
                                     ("moving region", "psnr_moving", "psnr_moving_margin_db")):
-            ours, base, diff = model[key]["mean"]["average"], mod[key]["average"], res[margin]
+            ours, base, diff = model[key]["mean"]["average"], copy[key]["average"], res[margin]
             if ours is None:
                 _say(f"  {name:10s} {region:13s}: no moving pixels in the test split")
                 continue
