@@ -1,8 +1,9 @@
 """Pixel decoder vs transformation decoder on the demo's data, at about the same wall-clock budget.
 
-    pixel   the lab's / SVG's decoder: paints every pixel from (g_t, skips of the last observed frame)
-    cdna    moves the previous frame's pixels with predicted kernels and composites them with
-            observed backgrounds and a generated image (``model.decoder=cdna``, skips from x_{t-1})
+    pixel         the lab's / SVG's decoder: paints every pixel from (g_t, skips of the last observed frame)
+    cdna-colours  moves the previous frame's pixels with predicted kernels and composites them with
+                  observed backgrounds and a generated image (``model.decoder=cdna``, skips from x_{t-1})
+    cdna          the preset: the same, moving source coordinates instead of colours (``model.coords``)
 
 Both train the demo's preset (``synth-cpu``) on the demo's data (240 / 24 / 32
 sequences, seed 0); the pixel decoder's steps are cheaper, so it gets more epochs
@@ -23,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-PIXEL = ["model.decoder=pixel", "model.skip_frame=last"]
+PIXEL = ["model.decoder=pixel", "model.skip_frame=last", "model.coords=false"]
 
 
 def sh(*cmd: str) -> float:
@@ -45,9 +46,11 @@ def main() -> None:
     vp = [sys.executable, "-m", "vidpred"]
     sh(*vp, "data", "synth", str(args.data), "--train", "240", "--validate", "24", "--test", "32",
        "--seed", "0", "--workers", "2")
+    cdna_epochs = [] if args.cdna_epochs is None else [f"train.epochs={args.cdna_epochs}"]
     variants = [
         ("pixel", PIXEL + [f"train.epochs={args.pixel_epochs}"]),
-        ("cdna", [] if args.cdna_epochs is None else [f"train.epochs={args.cdna_epochs}"]),
+        ("cdna-colours", ["model.coords=false"] + cdna_epochs),
+        ("cdna", cdna_epochs),  # the preset: coordinates moved, not colours
     ]
     rows = []
     for name, overrides in variants:

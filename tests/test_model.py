@@ -9,7 +9,7 @@ from vidpred.errors import ConfigError
 from vidpred.models.codecs import CondScaleShift, StepBatchNorm2d, build_codec, per_step_statistics
 from vidpred.models.recurrent import gaussian_kl, reparameterize
 from vidpred.models.svg import SVG, _rollout_stepwise, rollout
-from vidpred.models.transform import BACKGROUNDS, CDNAHead, apply_kernels
+from vidpred.models.transform import BACKGROUNDS, CDNAHead, apply_kernels, identity_coords
 
 TINY = dict(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8)
 
@@ -75,8 +75,9 @@ CDNA = dict(decoder="cdna", kernel_size=3)
 @pytest.mark.parametrize(
     "kw",
     [dict(), dict(codec="vgg64"), dict(prior="fixed"), dict(levels=2, align=True, cond_conv="both"),
-     CDNA, dict(CDNA, skip_frame="previous"), dict(CDNA, codec="vgg64", skip_frame="previous")],
-    ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64"],
+     CDNA, dict(CDNA, skip_frame="previous"), dict(CDNA, codec="vgg64", skip_frame="previous"),
+     dict(CDNA, coords=True, skip_frame="previous")],
+    ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -173,8 +174,8 @@ def test_aligner_starts_as_identity_warp():
 @pytest.mark.parametrize(
     "kw",
     [dict(prior="fixed"), dict(), dict(cond_conv="decoder"), dict(levels=2, align=True), dict(codec="vgg64"),
-     dict(CDNA, skip_frame="previous")],
-    ids=["fixed-prior", "learned-prior", "cond-conv", "hierarchical", "vgg64", "cdna"],
+     dict(CDNA, skip_frame="previous"), dict(CDNA, coords=True, skip_frame="previous")],
+    ids=["fixed-prior", "learned-prior", "cond-conv", "hierarchical", "vgg64", "cdna", "cdna-coords"],
 )
 def test_overfits_one_batch(kw):
     torch.manual_seed(0)
@@ -330,3 +331,36 @@ def test_kl_is_computed_in_fp32_under_bf16_autocast():
     assert out.kl.dtype == torch.float32
     assert (out.kl >= 0).all() and out.kl.abs().max() < 1e-3
 
+
+
+def test_coordinates_mode_samples_the_last_observed_frame_and_chains_its_coordinates():
+    """model.coords: in a free run every prediction's moved pixels are read from the last
+    observed frame at coordinates carried from step to step; identity coordinates give the frame back."""
+    image = torch.rand(2, 3, 16, 16)
+    grid = identity_coords(2, 16, 16, image.device).permute(0, 2, 3, 1)
+    same = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(same, image)
+
+    torch.manual_seed(0)
+    model = SVG(tiny(**CDNA, coords=True, skip_frame="previous")).eval()
+    frames, conds = batch()
+    seen = []
+    original = model.transform.forward_coords
+
+    def spy(g, raw, previous, first, last_observed, ref, coords):
+        out = original(g, raw, previous, first, last_observed, ref, coords)
+        seen.append((ref.clone(), coords.clone(), out[2].clone()))
+        return out
+
+    model.transform.forward_coords = spy
+    rollout(model, frames, conds, 2, use_posterior=False, noise=torch.randn(2, 5, 4))
+    ident = identity_coords(2, 64, 64, frames.device)
+    for t, (ref, coords, coords_out) in enumerate(seen, start=1):  # step t predicts frame t
+        torch.testing.assert_close(ref, frames[:, min(t - 1, 1)])  # x_{t-1} while observed, then x_1
+        if t <= 2:
+            torch.testing.assert_close(coords, ident)
+        else:
+            torch.testing.assert_close(coords, seen[t - 2][2])  # the previous step's coordinates
+    assert (seen[-1][2] - ident).abs().max() > 0  # they did move
+    with pytest.raises(ConfigError, match="model.coords"):
+        ModelConfig(coords=True)

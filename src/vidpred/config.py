@@ -79,6 +79,9 @@ class ModelConfig:
     kernel_size: int = 5
     """``decoder=cdna``: kernel size (odd); a kernel moves pixels by up to ``kernel_size // 2``
     px per frame."""
+    coords: bool = False
+    """``decoder=cdna``: move source coordinates instead of colours (one interpolation of an
+    observed frame per prediction, however many steps the model has run free)."""
     skip_frame: str = "last"
     """Frame whose encoder features feed the decoder's skips: ``last`` observed (SVG) or
     ``previous`` (x_{t-1}, observed or predicted: the decoder sees where things are now)."""
@@ -103,6 +106,8 @@ class ModelConfig:
                      "prior_layers", "cond_dim", "levels", "kernels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.coords and self.decoder != "cdna":
+            raise ConfigError("model.coords needs the transformation decoder (model.decoder=cdna)")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"model.kernel_size must be an odd number >= 1, got {self.kernel_size}")
         if self.cond_embed < 0:

@@ -40,7 +40,7 @@ from torch import nn
 from vidpred.config import ModelConfig
 from vidpred.models.codecs import build_codec, per_step_statistics
 from vidpred.models.recurrent import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
-from vidpred.models.transform import CDNAHead
+from vidpred.models.transform import CDNAHead, identity_coords
 
 MAX_LEVELS = 5  # level l >= 2 is injected at decoder stage l - 2; decoders have 4 stages
 FLOW_GRID = 8  # resolution of the aligner's predicted flow
@@ -132,11 +132,15 @@ class SVG(nn.Module):
         return h.view(B, S, -1), [s.view(B, S, *s.shape[1:]) for s in skips]
 
     def decode(self, g: torch.Tensor, skips: list[torch.Tensor], z: torch.Tensor, step_cond, context=None):
-        """g (B, S, g_dim), skips [(B, S, C, h, w)], z (B, S, levels*z_dim) -> frames (B, S, 3, H, W).
+        """g (B, S, g_dim), skips [(B, S, C, h, w)], z (B, S, levels*z_dim)
+        -> (frames (B, S, 3, H, W), coords (B, S, 2, H, W) or None).
 
         context (``decoder=cdna`` only): ``(previous (B, S, 3, H, W), first (B, 3, H, W),
-        last_observed (B, S, 3, H, W))``, the frames the transformation decoder moves and
-        composites (see ``models/transform.py``).
+        last_observed (B, S, 3, H, W), ref (B, S, 3, H, W), coords (B, S, 2, H, W))``: the
+        frames the transformation decoder moves and composites and, with ``model.coords``,
+        the frame the coordinates point into and where each pixel of ``previous`` comes
+        from in it (see ``models/transform.py``); the returned coords are the same for the
+        predicted frame.
         """
         B, S = g.shape[:2]
         g = g.flatten(0, 1)
@@ -149,11 +153,18 @@ class SVG(nn.Module):
         c = step_cond.flatten(0, 1) if (step_cond is not None and self.cfg.cond_conv != "none") else None
         with per_step_statistics(self.decoder, S):
             x = self.decoder(g, skips, c, inject)
+        coords_t = None
         if self.transform is not None:
-            previous, first, last = context
+            previous, first, last, ref, coords = context
             first = first[:, None].expand(B, S, *first.shape[1:])
-            x, _ = self.transform(g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1))
-        return x.view(B, S, *x.shape[1:])
+            if self.cfg.coords:
+                x, _, coords_t = self.transform.forward_coords(
+                    g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1),
+                    ref.flatten(0, 1), coords.flatten(0, 1))
+                coords_t = coords_t.view(B, S, *coords_t.shape[1:])
+            else:
+                x, _ = self.transform(g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1))
+        return x.view(B, S, *x.shape[1:]), coords_t
 
     def _align(self, skips: list[torch.Tensor], g: torch.Tensor) -> list[torch.Tensor]:
         """Warp skip features with a flow predicted from g (the aligner of HAF-SVG)."""
@@ -265,10 +276,17 @@ def _rollout_stepwise(
     preds, kls = [], []
     skips = None
     last_seen = None
+    # model.coords: ref is the last ground-truth frame fed in, coords where each pixel of
+    # x_{t-1} comes from in it (the identity for a ground-truth x_{t-1}); a free run keeps
+    # ref and moves the coordinates, so every prediction samples an observed frame once.
+    H, W = frames.shape[-2:]
+    ident = identity_coords(B, H, W, frames.device)[:, None] if model.cfg.coords else None  # (B, 1, 2, H, W)
+    ref = coords = None
     for t in range(1, T):
         if t - 1 < n_past or (teacher_forcing and t - 1 < n_known):
             h_prev = h_gt[:, t - 1 : t]
             x_prev = frames[:, t - 1 : t]
+            ref, coords = x_prev, ident
             if t - 1 < n_past:
                 last_seen = x_prev
             if t - 1 < n_past or from_previous:
@@ -288,7 +306,9 @@ def _rollout_stepwise(
         e = None if step_cond is None else step_cond[:, t - 1 : t]
         z_top = z[..., : model.cfg.z_dim]  # level 1 drives the dynamics; lower levels go to the decoder
         g, pred_state = model.predictor(torch.cat([h_prev, z_top] + ([e] if e is not None else []), -1), pred_state)
-        preds.append(model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen)))
+        pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords))
+        preds.append(pred)
+        coords = coords_t  # where the predicted frame's pixels come from in ref (None without model.coords)
         kls.append(kl)
     return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1))
 
@@ -296,7 +316,7 @@ def _rollout_stepwise(
 def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_cond) -> RolloutOutput:
     """All inputs are ground truth, so every LSTM runs over the whole window in one call
     and every frame is encoded and decoded in one batched pass."""
-    T = frames.shape[1]
+    B, T = frames.shape[:2]
     h, skips = model.encode(frames, frame_cond)  # h (B, T, g)
     L = model.cfg.levels
     z, kl, _, _ = model.latents(h[:, 1:], h[:, :-1], noise, [None] * L, [None] * L, True)
@@ -304,8 +324,10 @@ def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_
     g, _ = model.predictor(torch.cat(inp, -1))  # (B, T-1, g)
     last = _last_observed_index(T, n_past, frames.device)
     idx = torch.arange(T - 1, device=frames.device) if model.cfg.skip_frame == "previous" else last
-    context = (frames[:, :-1], frames[:, 0], frames[:, last])
-    pred = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context)
+    H, W = frames.shape[-2:]
+    ident = identity_coords(B * (T - 1), H, W, frames.device).view(B, T - 1, 2, H, W) if model.cfg.coords else None
+    context = (frames[:, :-1], frames[:, 0], frames[:, last], frames[:, :-1], ident)
+    pred, _ = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context)
     return RolloutOutput(pred=pred, kl=kl)
 
 

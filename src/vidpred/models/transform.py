@@ -84,6 +84,31 @@ class CDNAHead(nn.Module):
         logits = self.kernel_logits(g).float().view(N, self.n_kernels, k * k)
         return torch.softmax(logits, -1).view(N, self.n_kernels, k, k)
 
+    def forward_coords(self, g, raw, previous, first, last_observed, ref, coords):
+        """Coordinate mode: the kernels move a source-coordinate map instead of colours, and the
+        moved maps sample ``ref`` (a sharp observed frame) once. coords (N, 2, H, W): where each
+        pixel of ``previous`` comes from in ``ref`` (grid_sample units). Returns (frame, masks, coords_t)."""
+        raw = raw.float()
+        generated = torch.sigmoid(raw[:, :3])
+        masks = torch.softmax(raw[:, 3:] + self.mask_bias[None, :, None, None], 1)  # (N, M, H, W)
+        N, _, H, W = previous.shape
+        K = self.n_kernels
+        with torch.autocast(device_type=previous.device.type, enabled=False):
+            moved = apply_kernels(coords.float(), self.kernels(g.float()))  # (N, K, 2, H, W)
+            grid = moved.reshape(N * K, 2, H, W).permute(0, 2, 3, 1)
+            src = ref.float()[:, None].expand(N, K, 3, H, W).reshape(N * K, 3, H, W)
+            warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        candidates = torch.cat(
+            [warped.view(N, K, 3, H, W), previous.float()[:, None], first.float()[:, None],
+             last_observed.float()[:, None], generated[:, None]], 1
+        )
+        frame = (masks[:, :, None] * candidates).sum(1)
+        # where the frame came from moved or previous pixels, carry their coordinates
+        w = masks[:, : K + 1]  # kernels and previous
+        cand = torch.cat([moved, coords.float()[:, None]], 1)  # (N, K+1, 2, H, W)
+        coords_t = (w[:, :, None] * cand).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)
+        return frame, masks, coords_t
+
     def forward(self, g, raw, previous, first, last_observed):
         """Composite one frame per row.
 
@@ -104,3 +129,11 @@ class CDNAHead(nn.Module):
         )  # (N, M, 3, H, W)
         frame = (masks[:, :, None] * candidates).sum(1)
         return frame, masks
+
+
+def identity_coords(N: int, H: int, W: int, device, dtype=torch.float32) -> torch.Tensor:
+    """(N, 2, H, W) grid_sample coordinates (x, y) of every pixel centre (align_corners=False)."""
+    ys = torch.linspace(-1 + 1 / H, 1 - 1 / H, H, device=device, dtype=dtype)
+    xs = torch.linspace(-1 + 1 / W, 1 - 1 / W, W, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy])[None].expand(N, 2, H, W)
