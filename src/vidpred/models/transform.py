@@ -20,6 +20,15 @@ paint what was hidden (the table behind a moving object).
 At initialisation every kernel is (almost) the identity and the previous-frame
 mask dominates, so the untrained model predicts "nothing moves": a sensible
 start that training moves away from.
+
+Coordinate mode (``model.coords``, :meth:`CDNAHead.forward_coords`): a kernel that
+moves pixels by a fraction of a pixel blends neighbouring taps, so a free run
+that moves its own predictions blurs them a little at every step. Instead, the
+kernels (and masks) move a map of *source coordinates*: where each pixel of
+x_{t-1} comes from in a reference frame (the last ground-truth frame fed in;
+the identity map for a ground-truth x_{t-1}). Averaging coordinates moves a
+pixel by a fraction without mixing colours, and the moved candidates sample the
+sharp reference once, however many steps the model has run free.
 """
 
 from __future__ import annotations
