@@ -293,6 +293,17 @@ def _typed(value: Any, kind: str, key: str) -> Any:
     return value
 
 
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys: ``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for k, v in update.items():
@@ -384,5 +395,5 @@ def replace(cfg: Config, **sections: dict) -> Config:
 
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "KLConfig", "TeacherForcingConfig",
-    "load_config", "save_config", "parse_override", "preset_names", "replace",
+    "load_config", "save_config", "parse_override", "preset_names", "replace", "flatten",
 ]

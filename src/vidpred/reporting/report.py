@@ -19,10 +19,10 @@ import html
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from vidpred.config import flatten
 from vidpred.errors import DataError
 
 CSS = """
@@ -52,16 +52,6 @@ def _labels(runs: list[Path]) -> list[str]:
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def checkpoint_mtime(run: Path) -> float:
@@ -224,7 +214,7 @@ def _training_table(per_run: list[dict]) -> str:
 
 
 def _config_diff(per_run: list[dict], configs: list[dict]) -> str:
-    flat = [_flatten(c) for c in configs]
+    flat = [flatten(c) for c in configs]
     keys = sorted({k for f in flat for k in f})
     diff = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
     if len(per_run) < 2:

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from vidpred.config import Config, save_config
+from vidpred.config import Config, flatten, save_config
 from vidpred.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from vidpred.evaluation.metrics import psnr
 from vidpred.models.svg import SVG, rollout
@@ -174,13 +174,7 @@ RESUMABLE = {"train.epochs", "train.log_every", "train.val_every", "train.ckpt_e
 
 
 def _check_resume_changes(old: Config, new: Config, path: Path) -> None:
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    a, b = flat(old.to_dict()), flat(new.to_dict())
+    a, b = flatten(old.to_dict()), flatten(new.to_dict())
     for key in sorted(a):
         if key not in RESUMABLE and a[key] != b.get(key):
             raise ConfigError(
