@@ -134,26 +134,22 @@ def _stat(ev: dict, *keys: str):
 def _eval_table(per_run: list[dict]) -> str:
     """Runs as columns. "-": the run has no evaluation; "n/a": its evaluation has no such number
     (written before the moving-region metrics, or nothing moved)."""
-    whole = [
-        ("PSNR, mean over samples (dB)", ("model", "psnr", "mean", "average"), "{:.2f}"),
-        ("PSNR, first sample (dB)", ("model", "psnr", "first", "average"), "{:.2f}"),
-        ("PSNR, best of N (dB)", ("model", "psnr", "best", "average"), "{:.2f}"),
-        ("PSNR, worst of N (dB)", ("model", "psnr", "worst", "average"), "{:.2f}"),
-        ("SSIM, mean over samples", ("model", "ssim", "mean", "average"), "{:.3f}"),
-        ("SSIM, best-PSNR sample", ("model", "ssim", "best", "average"), "{:.3f}"),
-        ("copy last frame: PSNR (dB)", ("copy_last", "psnr", "average"), "{:.2f}"),
-        ("copy last frame: SSIM", ("copy_last", "ssim", "average"), "{:.3f}"),
-    ]
-    moving = [
-        ("PSNR moving region, mean over samples (dB)", ("model", "psnr_moving", "mean", "average"), "{:.2f}"),
-        ("PSNR moving region, first sample (dB)", ("model", "psnr_moving", "first", "average"), "{:.2f}"),
-        ("PSNR moving region, best of N (dB)", ("model", "psnr_moving", "best", "average"), "{:.2f}"),
-        ("PSNR moving region, worst of N (dB)", ("model", "psnr_moving", "worst", "average"), "{:.2f}"),
-        ("SSIM moving region, mean over samples", ("model", "ssim_moving", "mean", "average"), "{:.3f}"),
-        ("SSIM moving region, best-PSNR sample", ("model", "ssim_moving", "best", "average"), "{:.3f}"),
-        ("copy last frame: PSNR moving region (dB)", ("copy_last", "psnr_moving", "average"), "{:.2f}"),
-        ("copy last frame: SSIM moving region", ("copy_last", "ssim_moving", "average"), "{:.3f}"),
-    ]
+
+    def region_rows(region: str, psnr: str, ssim: str) -> list:
+        """(label, keys into the evaluation, format) of one region: whole frame or moving."""
+        return [
+            (f"PSNR{region}, mean over samples (dB)", ("model", psnr, "mean", "average"), "{:.2f}"),
+            (f"PSNR{region}, first sample (dB)", ("model", psnr, "first", "average"), "{:.2f}"),
+            (f"PSNR{region}, best of N (dB)", ("model", psnr, "best", "average"), "{:.2f}"),
+            (f"PSNR{region}, worst of N (dB)", ("model", psnr, "worst", "average"), "{:.2f}"),
+            (f"SSIM{region}, mean over samples", ("model", ssim, "mean", "average"), "{:.3f}"),
+            (f"SSIM{region}, best-PSNR sample", ("model", ssim, "best", "average"), "{:.3f}"),
+            (f"copy last frame: PSNR{region} (dB)", ("copy_last", psnr, "average"), "{:.2f}"),
+            (f"copy last frame: SSIM{region}", ("copy_last", ssim, "average"), "{:.3f}"),
+        ]
+
+    whole = region_rows("", "psnr", "ssim")
+    moving = region_rows(" moving region", "psnr_moving", "ssim_moving")
     head = "".join(f"<th>{html.escape(p['label'])}</th>" for p in per_run)
     body = []
 
