@@ -18,20 +18,11 @@ sequence 0 are written under ``--work/<run>-pics``.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from compare_runs import VIDPRED, emit_table, sh, train_and_evaluate
+
 PIXEL = ["model.decoder=pixel", "model.skip_frame=last", "model.coords=false"]
-
-
-def sh(*cmd: str) -> float:
-    print("$", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -43,8 +34,7 @@ def main() -> None:
                     help="epochs of the pixel decoder (default %(default)s: about the cdna run's time on 2 cores)")
     ap.add_argument("--table", type=Path, default=None)
     args = ap.parse_args()
-    vp = [sys.executable, "-m", "vidpred"]
-    sh(*vp, "data", "synth", str(args.data), "--train", "240", "--validate", "24", "--test", "32",
+    sh(*VIDPRED, "data", "synth", str(args.data), "--train", "240", "--validate", "24", "--test", "32",
        "--seed", "0", "--workers", "2")
     cdna_epochs = [] if args.cdna_epochs is None else [f"train.epochs={args.cdna_epochs}"]
     variants = [
@@ -55,13 +45,8 @@ def main() -> None:
     rows = []
     for name, overrides in variants:
         run = args.work / name
-        seconds = None
-        if not (run / "last.pt").exists():
-            seconds = sh(*vp, "train", "--config", "synth-cpu", "--out", str(run), "--no-progress",
-                         f"data.root={args.data}", *overrides)
-        sh(*vp, "evaluate", str(run), "--split", "test", "--samples", "5", "--seed", "0", "--no-progress")
-        sh(*vp, "predict", str(run), "--split", "test", "--index", "0", "--out", str(args.work / f"{name}-pics"))
-        ev = json.loads((run / "eval_test.json").read_text())
+        ev, seconds = train_and_evaluate(run, "synth-cpu", [f"data.root={args.data}", *overrides])
+        sh(*VIDPRED, "predict", str(run), "--split", "test", "--index", "0", "--out", str(args.work / f"{name}-pics"))
         epochs = sum(1 for line in (run / "metrics.jsonl").read_text().splitlines() if '"kind": "epoch"' in line)
         rows.append((name, ev, seconds, epochs))
     lines = [
@@ -82,10 +67,7 @@ def main() -> None:
     c = rows[0][1]["copy_last"]
     lines.append(f"| copy last frame | | | {c['psnr']['average']:.2f} | {c['ssim']['average']:.3f} | "
                  f"{c['psnr_moving']['average']:.2f} | {c['ssim_moving']['average']:.3f} | | | | |")
-    table = "\n".join(lines)
-    print(table)
-    if args.table:
-        args.table.write_text(table + "\n")
+    emit_table(lines, args.table)
 
 
 if __name__ == "__main__":

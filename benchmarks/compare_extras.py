@@ -17,10 +17,9 @@ written to ``--table`` (markdown) and printed.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from compare_runs import VIDPRED, emit_table, sh, train_and_evaluate
 
 VARIANTS = [
     ("baseline", ["model.prior=fixed"]),
@@ -28,11 +27,6 @@ VARIANTS = [
     ("+cond conv", ["model.prior=learned", "model.cond_conv=decoder"]),
     ("+hierarchy", ["model.prior=learned", "model.cond_conv=decoder", "model.levels=2", "model.align=true"]),
 ]
-
-
-def sh(*cmd: str) -> None:
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def main() -> None:
@@ -45,17 +39,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     ap.add_argument("--table", type=Path, default=None)
     args = ap.parse_args()
-    vp = [sys.executable, "-m", "vidpred"]
-    sh(*vp, "data", "synth", str(args.data), "--train", str(args.train), "--validate", str(args.validate),
+    sh(*VIDPRED, "data", "synth", str(args.data), "--train", str(args.train), "--validate", str(args.validate),
        "--test", str(args.test), "--seed", "0", "--workers", "2")
     rows = []
     for name, overrides in VARIANTS:
         run = args.work / name.strip("+").replace(" ", "-")
         extra = [f"data.root={args.data}", *overrides] + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-        if not (run / "last.pt").exists():
-            sh(*vp, "train", "--config", "synth-compare", "--out", str(run), "--no-progress", *extra)
-        sh(*vp, "evaluate", str(run), "--split", "test", "--samples", "5", "--seed", "0", "--no-progress")
-        ev = json.loads((run / "eval_test.json").read_text())
+        ev, _ = train_and_evaluate(run, "synth-compare", extra)
         rows.append((name, ev))
     lines = [
         "| variant | PSNR first | PSNR mean | PSNR best of 5 | SSIM mean | copy-last PSNR | margin (dB) |",
@@ -68,10 +58,7 @@ def main() -> None:
             f"{m['psnr']['best']['average']:.2f} | {m['ssim']['mean']['average']:.4f} | "
             f"{c['psnr']['average']:.2f} | {ev['psnr_margin_db']:+.2f} |"
         )
-    table = "\n".join(lines)
-    print(table)
-    if args.table:
-        args.table.write_text(table + "\n")
+    emit_table(lines, args.table)
 
 
 if __name__ == "__main__":
