@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1,
                    help="parallel processes; the output does not depend on it (default: %(default)s)")
+    p.add_argument("--hidden-causes", choices=("on", "off"), default="on",
+                   help="objects get hidden friction and mass, so a push's outcome is uncertain; off gives "
+                        "the deterministic world of vidpred <= 0.1 (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing DST")
     p.set_defaults(func=cmd_synth)
 
@@ -62,7 +65,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from vidpred.data.synth import generate
 
     generate(args.dst, args.train, args.validate, args.test, seed=args.seed, workers=args.workers,
-             overwrite=args.force)
+             overwrite=args.force, hidden=args.hidden_causes == "on")
     return 0
 
 

@@ -67,6 +67,20 @@ EFF_MAX_FORCE = 4000.0  # far above any object's friction, far below "infinite"
 EFF_MAX_SPEED = 250.0  # units/s the joint may use to catch up with the set-point
 PUSH_THRESHOLD_PX = 2.0  # an object "was pushed" if it ends this far from its start
 TRAJ_GROUP = 256  # sequences per traj_<a>_to_<b> folder, as in BAIR
+# Hidden causes (``hidden=True``): per-object properties that change the outcome of a
+# push and cannot be read from the frames before it. Drawn from their own random
+# stream, so the visible world (layout, shapes, colours, actions) is the same either way.
+FRICTION_RANGE = (0.1, 3.0)  # sliding friction scale, log-uniform: stops at once .. glides far
+HEAVY_PROBABILITY = 0.2  # an object too heavy for the effector's force limit to move much
+HEAVY_MASS_FACTOR = 20.0
+HEAVY_MIN_FRICTION = 1.5
+# The step convention, recorded in synth.json: action t is executed during step t and
+# frame t shows its result, so action t "produces" frame t (model.action_lag = 0).
+# On BAIR action[t] acts between frames t and t+1 (model.action_lag = 1).
+ACTION_CONVENTION = "action t is executed during step t and produces frame t"
+ACTION_LAG = 0
+SPREAD_STARTS = 32  # test starts re-simulated to measure the hidden causes' spread
+SPREAD_DRAWS = 8  # hidden-property draws per start
 
 CAT_OBJECT, CAT_EFFECTOR, CAT_WALL = 0b001, 0b010, 0b100
 SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
@@ -99,8 +113,9 @@ def _random_shape(rng: np.random.Generator) -> tuple[str, float, list[tuple[floa
 class PushWorld:
     """One episode: the pymunk space, its bodies, and the end-effector controller state."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, hidden_rng: np.random.Generator | None = None):
         self.rng = rng
+        self.hidden_rng = hidden_rng  # None: every object has the same friction per unit mass
         self.space = pymunk.Space()
         self.space.gravity = (0.0, 0.0)
         self.static = self.space.static_body
@@ -155,6 +170,12 @@ class PushWorld:
             else:
                 continue  # table too crowded; fewer objects is fine
             mass = float(rng.uniform(0.5, 2.5))
+            friction = 1.0
+            if self.hidden_rng is not None:
+                friction, heavy = _hidden_properties(self.hidden_rng)
+                if heavy:
+                    mass *= HEAVY_MASS_FACTOR
+                    friction = max(friction, HEAVY_MIN_FRICTION)
             if kind == "circle":
                 body = pymunk.Body(mass, pymunk.moment_for_circle(mass, 0, radius))
                 shape = pymunk.Circle(body, radius)
@@ -168,14 +189,15 @@ class PushWorld:
             # Top-down friction against the table: zero-bias joints whose force cap
             # is the Coulomb friction mu*m*g (and a matching torque).
             slide = pymunk.PivotJoint(self.static, body, (0, 0), (0, 0))
-            slide.max_bias, slide.max_force = 0.0, FRICTION_ACCEL * mass
+            slide.max_bias, slide.max_force = 0.0, FRICTION_ACCEL * friction * mass
             spin = pymunk.GearJoint(self.static, body, 0.0, 1.0)
-            spin.max_bias, spin.max_force = 0.0, FRICTION_ACCEL * mass * radius * 0.5
+            spin.max_bias, spin.max_force = 0.0, FRICTION_ACCEL * friction * mass * radius * 0.5
             self.space.add(body, shape, slide, spin)
             hue = rng.uniform()
             colour = colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.95))
             self.objects.append(dict(body=body, shape=shape, kind=kind, vertices=verts, radius=radius,
-                                     colour=tuple(int(255 * c) for c in colour)))
+                                     colour=tuple(int(255 * c) for c in colour), mass=mass,
+                                     friction=friction))
 
     def object_positions(self) -> np.ndarray:
         return np.array([tuple(o["body"].position) for o in self.objects]).reshape(-1, 2)
@@ -191,6 +213,12 @@ class PushWorld:
         self.z = float(np.clip(self.z + dz, 0.0, 0.3))
         self.gripper = gripper
         self._set_collision()
+
+
+def _hidden_properties(rng: np.random.Generator) -> tuple[float, bool]:
+    """(sliding friction scale, heavy?) of one object."""
+    lo, hi = np.log(FRICTION_RANGE[0]), np.log(FRICTION_RANGE[1])
+    return float(np.exp(rng.uniform(lo, hi))), bool(rng.uniform() < HEAVY_PROBABILITY)
 
 
 class Planner:
@@ -320,26 +348,138 @@ class Renderer:
 # Episodes and the dataset
 # ----------------------------------------------------------------------------
 
-def simulate(seed: int, split: str, index: int) -> dict:
+class Episode:
+    """One seeded episode you can drive: world, scripted planner and renderer.
+
+    The start (table, objects, arm, scripted plan) is a pure function of
+    ``(seed, split, index)``; the hidden properties come from their own stream
+    ``(seed, split, index, hidden_draw)``, so ``hidden_draw`` resamples them and
+    nothing else (draw 0 is the one the dataset was generated with).
+    """
+
+    def __init__(self, seed: int, split: str, index: int, hidden: bool = True, hidden_draw: int = 0):
+        if split not in SPLIT_IDS:
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+        key = (int(seed), SPLIT_IDS[split], int(index))
+        rng = np.random.default_rng(key)
+        hidden_rng = np.random.default_rng(key + (1 + int(hidden_draw),)) if hidden else None
+        self.world = PushWorld(rng, hidden_rng)
+        self.planner = Planner(self.world, rng)
+        self.renderer = Renderer(rng)  # built even if unused: it draws from rng, as the plans do later
+
+    def scripted_action(self) -> np.ndarray:
+        """The random plan's next action (4,) in dataset units, without executing it."""
+        dxy, dz, gripper = self.planner.next_action()
+        return np.array([dxy[0] / WORLD, dxy[1] / WORLD, dz, gripper])
+
+    def step(self, action) -> None:
+        """Execute one action (dx, dy, dz, gripper) in dataset units (table fractions)."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (4,) or not np.isfinite(a).all():
+            raise ConfigError(f"an action must be 4 finite numbers (dx, dy, dz, gripper), got {action!r}")
+        here = np.array(self.world.target.position)
+        dxy = a[:2] * WORLD
+        margin = WALL + EFF_RADIUS  # the set-point stays on the table, as the scripted plans keep it
+        if ((here + dxy < margin) | (here + dxy > WORLD - margin)).any():
+            dxy = np.clip(here + dxy, margin, WORLD - margin) - here
+        self.world.step(dxy, float(a[2]), float(np.clip(a[3], -1.0, 1.0)))
+
+    def position(self) -> np.ndarray:
+        """(x, y, z) of the end-effector in dataset units."""
+        x, y = self.world.eff.position
+        return np.array([x / WORLD, y / WORLD, self.world.z])
+
+    def object_positions(self) -> np.ndarray:
+        """(n_objects, 2) centres in px of the 64x64 frame."""
+        return self.world.object_positions()
+
+    def render(self) -> np.ndarray:
+        """The current frame, uint8 (64, 64, 3)."""
+        return self.renderer.render(self.world)
+
+
+def simulate(seed: int, split: str, index: int, hidden: bool = False) -> dict:
     """One sequence: frames uint8 (30, 64, 64, 3), actions (30, 4), positions (30, 3),
-    and the largest object displacement in px between the first and last frame."""
-    rng = np.random.default_rng((int(seed), SPLIT_IDS[split], int(index)))
-    world = PushWorld(rng)
-    planner = Planner(world, rng)
-    renderer = Renderer(rng)
+    object tracks (30, n_objects, 2) in px and the largest object displacement in px
+    between the first and last frame. ``hidden``: objects get hidden friction and mass
+    (``hidden=False`` is the world of vidpred <= 0.1, bit for bit)."""
+    episode = Episode(seed, split, index, hidden=hidden)
+    world = episode.world
     frames, actions, positions, object_tracks = [], [], [], []
     for _t in range(SEQ_LEN):
-        dxy, dz, gripper = planner.next_action()
+        dxy, dz, gripper = episode.planner.next_action()
         world.step(dxy, dz, gripper)
         actions.append([dxy[0] / WORLD, dxy[1] / WORLD, dz, gripper])
         x, y = world.eff.position
         positions.append([x / WORLD, y / WORLD, world.z])
-        frames.append(renderer.render(world))
+        frames.append(episode.render())
         object_tracks.append(world.object_positions())
     tracks = np.stack(object_tracks)  # (30, n_objects, 2)
-    moved = float(np.linalg.norm(tracks[-1] - tracks[0], axis=-1).max()) if tracks.shape[1] else 0.0
     return dict(frames=np.stack(frames), actions=np.array(actions, np.float32),
-                positions=np.array(positions, np.float32), max_displacement=moved)
+                positions=np.array(positions, np.float32), tracks=tracks, max_displacement=_moved(tracks))
+
+
+def _moved(tracks: np.ndarray) -> float:
+    return float(np.linalg.norm(tracks[-1] - tracks[0], axis=-1).max()) if tracks.shape[1] else 0.0
+
+
+def replay(seed: int, split: str, index: int, actions, hidden: bool = True, hidden_draw: int = 0,
+           render: bool = True) -> dict:
+    """Re-run the start of a sequence under other actions (a what-if) or other hidden
+    properties: ``actions`` (n, 4) in dataset units, one per step from step 0.
+    Returns frames uint8 (n, 64, 64, 3) (without ``render``: None), positions (n, 3)
+    and object tracks (n, n_objects, 2) in px."""
+    episode = Episode(seed, split, index, hidden=hidden, hidden_draw=hidden_draw)
+    frames, positions, tracks = [], [], []
+    for a in np.asarray(actions, dtype=np.float64):
+        episode.step(a)
+        positions.append(episode.position())
+        tracks.append(episode.object_positions())
+        if render:
+            frames.append(episode.render())
+    return dict(frames=np.stack(frames) if render else None, positions=np.array(positions, np.float32),
+                tracks=np.stack(tracks))
+
+
+def measure_hidden_spread(seed: int, starts: int = SPREAD_STARTS, draws: int = SPREAD_DRAWS) -> dict:
+    """How uncertain the world is: re-simulate ``starts`` test sequences with their
+    recorded actions and ``draws`` resampled hidden properties each, and measure how far
+    the objects' final positions spread (px, per object: mean distance to the centroid of
+    its final positions over the draws). Pushed objects are those that move more than
+    PUSH_THRESHOLD_PX in some draw."""
+    spreads, pushed = [], []
+    for i in range(starts):
+        recorded = scripted_actions(seed, "test", i, hidden=True)
+        finals, moved = [], []
+        for d in range(draws):
+            tracks = replay(seed, "test", i, recorded, hidden=True, hidden_draw=d, render=False)["tracks"]
+            finals.append(tracks[-1])
+            moved.append(np.linalg.norm(tracks[-1] - tracks[0], axis=-1))
+        finals = np.stack(finals)  # (draws, n_objects, 2)
+        if not finals.shape[1]:
+            continue
+        spread = np.linalg.norm(finals - finals.mean(0), axis=-1).mean(0)  # (n_objects,)
+        spreads.extend(spread.tolist())
+        pushed.extend((np.stack(moved).max(0) > PUSH_THRESHOLD_PX).tolist())
+    spreads_arr, pushed_arr = np.array(spreads), np.array(pushed, bool)
+    on_pushed = spreads_arr[pushed_arr] if pushed_arr.any() else np.zeros(1)
+    return dict(starts=starts, draws=draws, objects=int(len(spreads_arr)), pushed_objects=int(pushed_arr.sum()),
+                mean_px=round(float(spreads_arr.mean()), 3) if len(spreads_arr) else 0.0,
+                pushed_mean_px=round(float(on_pushed.mean()), 3),
+                pushed_median_px=round(float(np.median(on_pushed)), 3),
+                pushed_max_px=round(float(on_pushed.max()), 3))
+
+
+def scripted_actions(seed: int, split: str, index: int, hidden: bool) -> np.ndarray:
+    """The recorded actions (30, 4) of a sequence, from the physics alone (no rendering).
+    The scripted plans aim at where objects are, so they depend on ``hidden``."""
+    episode = Episode(seed, split, index, hidden=hidden)
+    actions = []
+    for _t in range(SEQ_LEN):
+        dxy, dz, gripper = episode.planner.next_action()
+        episode.world.step(dxy, dz, gripper)
+        actions.append([dxy[0] / WORLD, dxy[1] / WORLD, dz, gripper])
+    return np.array(actions)
 
 
 def sequence_path(root: Path, split: str, index: int, count: int) -> Path:
@@ -350,8 +490,8 @@ def sequence_path(root: Path, split: str, index: int, count: int) -> Path:
 
 
 def _write_one(task: tuple) -> float:
-    root, split, index, count, seed = task
-    episode = simulate(seed, split, index)
+    root, split, index, count, seed, hidden = task
+    episode = simulate(seed, split, index, hidden=hidden)
     write_sequence(sequence_path(Path(root), split, index, count), episode["frames"],
                    episode["actions"], episode["positions"], png_compress_level=3)
     return episode["max_displacement"]
@@ -361,8 +501,13 @@ SYNTH_INFO = "synth.json"
 
 
 def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed: int = 0,
-             workers: int = 1, overwrite: bool = False, quiet: bool = False) -> dict:
+             workers: int = 1, overwrite: bool = False, quiet: bool = False, hidden: bool = True) -> dict:
     """Write a synthetic dataset in the processed layout at ``dst``; returns its info.
+
+    hidden: objects get hidden friction and mass (the outcome of a push is uncertain);
+    False gives the deterministic world of vidpred <= 0.1, bit for bit. ``synth.json``
+    records the step convention and the spread the hidden causes give
+    (:func:`measure_hidden_spread`).
 
     Built in ``<dst>.tmp-XXXX`` and renamed at the end, so an interrupted run
     leaves nothing at ``dst``. If ``dst`` already holds a dataset generated with
@@ -376,7 +521,7 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"--workers must be a positive integer, got {workers!r}")
     dst = Path(dst)
-    params = dict(counts, seed=int(seed))
+    params = dict(counts, seed=int(seed), hidden_causes=bool(hidden))
     if dst.exists() and not overwrite:
         info_path = dst / SYNTH_INFO
         if info_path.exists():
@@ -392,7 +537,7 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{dst.name}.tmp-", dir=dst.parent))
-    tasks = [(str(tmp), split, i, n, int(seed)) for split, n in counts.items() for i in range(n)]
+    tasks = [(str(tmp), split, i, n, int(seed), bool(hidden)) for split, n in counts.items() for i in range(n)]
     started = time.perf_counter()
     try:
         bar = tqdm(total=len(tasks), desc="synth", unit="seq", disable=True if quiet else None, file=sys.stderr)
@@ -408,24 +553,31 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
                 displacements.append(_write_one(task))
                 bar.update()
         bar.close()
+        spread = measure_hidden_spread(int(seed)) if hidden else None
         seconds = time.perf_counter() - started
         pushed = float(np.mean(np.array(displacements) > PUSH_THRESHOLD_PX))
         info = dict(params=params, generator="vidpred.data.synth", pushed_fraction=pushed,
-                    push_threshold_px=PUSH_THRESHOLD_PX, seconds=round(seconds, 2), workers=workers)
+                    push_threshold_px=PUSH_THRESHOLD_PX, hidden_causes=bool(hidden),
+                    action_convention=ACTION_CONVENTION, action_lag=ACTION_LAG,
+                    # final positions of pushed objects under resampled hidden properties,
+                    # same start and actions; a deterministic world has no spread
+                    hidden_spread_px=spread if spread is not None else dict(mean_px=0.0, pushed_mean_px=0.0),
+                    seconds=round(seconds, 2), workers=workers)
         (tmp / SYNTH_INFO).write_text(json.dumps(info, indent=2) + "\n")
         replace_dir(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if not quiet:
-        print(f"{dst}: {len(tasks)} sequences in {seconds:.1f} s, objects pushed in {pushed:.0%}",
-              file=sys.stderr)
+        print(f"{dst}: {len(tasks)} sequences in {seconds:.1f} s, objects pushed in {pushed:.0%}"
+              + (f", hidden causes spread pushed objects by {spread['pushed_mean_px']:.1f} px" if spread else
+                 ", deterministic world (no hidden causes)"), file=sys.stderr)
     return info
 
 
-def measure_push_fraction(n: int = 200, seed: int = 0) -> float:
+def measure_push_fraction(n: int = 200, seed: int = 0, hidden: bool = False) -> float:
     """Fraction of ``n`` train sequences where some object moves > PUSH_THRESHOLD_PX (no files)."""
-    moved = [simulate(seed, "train", i)["max_displacement"] for i in range(n)]
+    moved = [simulate(seed, "train", i, hidden=hidden)["max_displacement"] for i in range(n)]
     return float(np.mean(np.array(moved) > PUSH_THRESHOLD_PX))
 
 
@@ -435,5 +587,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Measure how often the synthetic arm pushes an object.")
     parser.add_argument("--measure", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden-causes", choices=("on", "off"), default="on")
     ns = parser.parse_args()
-    print(f"pushed fraction over {ns.measure} sequences: {measure_push_fraction(ns.measure, ns.seed):.3f}")
+    fraction = measure_push_fraction(ns.measure, ns.seed, ns.hidden_causes == "on")
+    print(f"pushed fraction over {ns.measure} sequences: {fraction:.3f}")
