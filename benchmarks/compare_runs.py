@@ -20,14 +20,14 @@ def sh(*cmd: str) -> float:
     return time.perf_counter() - t0
 
 
-def train_and_evaluate(run: Path, preset: str, overrides: list[str]) -> tuple[dict, float | None]:
+def train_and_evaluate(run: Path, preset: str, overrides: list[str], samples: int = 5) -> tuple[dict, float | None]:
     """Train ``preset`` with ``overrides`` into ``run`` unless it holds a run already, then evaluate
-    its test split (2 -> 10, 5 samples, seed 0). Returns (eval_test.json, training seconds or None
-    when the run was reused)."""
+    its test split (2 -> 10, ``samples`` samples, seed 0). Returns (eval_test.json, training
+    seconds or None when the run was reused)."""
     seconds = None
     if not (run / "last.pt").exists():
         seconds = sh(*VIDPRED, "train", "--config", preset, "--out", str(run), "--no-progress", *overrides)
-    sh(*VIDPRED, "evaluate", str(run), "--split", "test", "--samples", "5", "--seed", "0", "--no-progress")
+    sh(*VIDPRED, "evaluate", str(run), "--split", "test", "--samples", str(samples), "--seed", "0", "--no-progress")
     return json.loads((run / "eval_test.json").read_text()), seconds
 
 

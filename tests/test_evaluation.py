@@ -146,9 +146,61 @@ def test_predict_writes_gif_grid_and_actions_change_it(run, synth_root, tmp_path
     base = ev.predict_run(run, index=1, samples=1)
     what = ev.predict_run(run, index=1, samples=1, actions=csv)
     assert not torch.allclose(base["samples"], what["samples"])
-    assert torch.equal(base["truth"], what["truth"])
+    # the top row is the simulator's re-run: the observed frames as recorded, another future
+    assert base["truth_source"] == "recorded" and what["truth_source"] == "simulator"
+    assert torch.equal(base["truth"][:2], what["truth"][:2])
+    assert (base["truth"][2:] - what["truth"][2:]).abs().max() > 0.2
     assert main(["predict", str(run), "--index", "1", "--out", str(out), "--actions", str(csv)]) == 0
     assert (out / "test_1_whatif.gif").is_file()
+    with Image.open(out / "test_1_whatif_grid.png") as im:
+        x, y = media.cell_origin(0, 4, scale=2)
+        cell = np.asarray(im.convert("RGB"))[y:y + 128, x:x + 128]
+        np.testing.assert_array_equal(cell, np.asarray(media.upscale(what["truth"][4], 2)))
+
+
+def test_whatif_truth_is_the_simulator_under_the_new_actions(run, synth_root, tmp_path):
+    """Zero actions keep the arm where it was in the simulator's row; other actions move it
+    elsewhere; the rows that made the observed frames are not what-if."""
+    from vidpred.data import synth
+
+    T, n_past = 5, 2
+    conds = open_split(synth_root, "test", window=30)[1][1].numpy()
+    zeros, other = tmp_path / "zeros.csv", tmp_path / "other.csv"
+    np.savetxt(zeros, np.zeros((30, 4)), delimiter=",")
+    np.savetxt(other, np.tile([0.04, 0.0, 0.0, 1.0], (30, 1)), delimiter=",")
+    still = ev.predict_run(run, index=1, samples=1, actions=zeros)
+    info = json.loads((synth_root / "synth.json").read_text())
+    recorded = synth.scripted_actions(info["params"]["seed"], "test", 1, info["params"]["hidden_causes"])
+    replayed = synth.replay(0, "test", 1, np.concatenate([recorded[:n_past], np.zeros((T - n_past, 4))]))
+    expected = torch.from_numpy(replayed["frames"]).permute(0, 3, 1, 2).float() / 255
+    torch.testing.assert_close(still["truth"], expected)
+    arm = replayed["positions"][:, :2] * 64  # px
+    assert np.abs(arm[n_past:] - arm[n_past - 1]).max() < 1.5
+    moved = synth.replay(0, "test", 1, np.concatenate([recorded[:n_past], np.tile([0.04, 0, 0, 1.0], (T - n_past, 1))]))
+    assert np.linalg.norm(moved["positions"][-1, :2] - replayed["positions"][-1, :2]) * 64 > 3
+    went = ev.predict_run(run, index=1, samples=1, actions=other)
+    assert (went["truth"][n_past:] - still["truth"][n_past:]).abs().max() > 0.2
+    assert torch.equal(went["truth"][:n_past], still["truth"][:n_past])
+    # the recorded conditions of the observed steps stay: only later rows are read
+    c = torch.from_numpy(conds[:T].copy())
+    lag = load_config("synth-cpu").model.action_lag
+    replaced = ev.read_actions(zeros, c, first_row=n_past - lag)
+    assert torch.equal(replaced[: n_past - lag], c[: n_past - lag]) and replaced[n_past - lag:, :4].abs().max() == 0
+    assert torch.equal(replaced[:, 4:], c[:, 4:])  # 4 columns: the positions are the recorded ones
+
+
+def test_whatif_on_data_without_a_simulator_shows_only_the_observed_frames(run, synth_copy, tmp_path):
+    (synth_copy / "synth.json").unlink()  # as BAIR: nobody can re-run it
+    csv = tmp_path / "zeros.csv"
+    np.savetxt(csv, np.zeros((30, 4)), delimiter=",")
+    what = ev.predict_run(run, index=0, samples=1, actions=csv, data_root=str(synth_copy))
+    assert what["truth_source"] == "none"
+    assert torch.isfinite(what["truth"][:2]).all() and torch.isnan(what["truth"][2:]).all()
+    out = tmp_path / "p"
+    media.write_prediction(what, out, mp4=False)
+    with Image.open(out / "test_0_whatif_grid.png") as im:
+        x, y = media.cell_origin(0, 3, scale=2)
+        assert (np.asarray(im.convert("RGB"))[y:y + 128, x:x + 128] == media.EMPTY).all()
 
 
 def test_mp4_written_when_ffmpeg_available(tmp_path):
@@ -209,6 +261,7 @@ def test_table_of_an_old_evaluation_says_n_a(run):
         del res[key]
     for m in ("psnr_moving", "ssim_moving"):
         del res["model"][m], res["copy_last"][m]
+    del res["latent"]
     table = ev.format_table(res)  # what `vidpred demo` prints for an eval_test.json written before these metrics
     assert "moving region: n/a (evaluation written before the moving-region metrics)" in table
     assert "PSNR moving region (dB)" not in table
@@ -293,3 +346,45 @@ def test_gif_and_grid_pixels_are_the_arrays_they_claim_to_show(tmp_path):
                 assert (got == media.EMPTY).all()
             else:
                 np.testing.assert_array_equal(got, media.to_uint8(frame))
+
+
+def test_moving_diversity_by_hand():
+    pred = torch.zeros(1, 3, 1, 3, 2, 2)  # (B, S, F, 3, H, W)
+    pred[0, 1] = 0.3
+    pred[0, 2, :, :, 0, 0] = 0.6  # differs from sample 0 only at pixel (0, 0)
+    mask = torch.tensor([[[[True, False], [False, True]]]])  # (B, F, H, W): two moving pixels
+    # pairs on the moving pixels: |0 - 0.3| = 0.3; (0, 2): 0.6 on one of two pixels = 0.3;
+    # (1, 2): 0.3 and 0.3 = 0.3
+    torch.testing.assert_close(ev.moving_diversity(pred, mask), torch.tensor([0.3]))
+    assert torch.isnan(ev.moving_diversity(pred[:, :1], mask)).all()  # one sample: no pairs
+    assert torch.isnan(ev.moving_diversity(pred, torch.zeros_like(mask))).all()
+
+
+def test_latent_block_is_computed_from_the_samples_and_the_posterior(run, synth_root, capsys):
+    from vidpred.models.svg import rollout
+    from vidpred.training.checkpoint import load_model
+
+    res = ev.evaluate_run(run, samples=4, seed=3, progress=False)
+    lat, m = res["latent"], res["model"]
+    assert lat["samples"] == 4
+    for k in ("psnr", "psnr_moving"):
+        assert lat["best_of_n_gain_db"][k] == pytest.approx(m[k]["best"]["average"] - m[k]["mean"]["average"],
+                                                            abs=1e-5)
+        assert lat["best_of_n_gain_db"][k] >= 0
+        assert lat["posterior_gain_db"][k] == pytest.approx(lat["posterior"][k] - m[k]["mean"]["average"], abs=1e-5)
+    assert lat["diversity_moving"] > 0  # an untrained prior: samples differ
+    # the posterior run and its KL, recomputed: z from q, own frames fed back, same noise
+    model, cfg, _ = load_model(run)
+    ds = open_split(synth_root, "test", window=5)
+    frames = torch.stack([ds[i][0] for i in range(len(ds))])
+    conds = torch.stack([ds[i][1] for i in range(len(ds))])
+    noise = torch.stack([ev.sample_noise(3, i, -1 % 2**31, (4, cfg.model.z_dim)) for i in range(len(ds))])
+    with torch.no_grad():
+        r = rollout(model, frames, conds, 2, use_posterior=True, teacher_forcing=False, noise=noise)
+    kl = r.kl[:, 1:].float()  # future frames 2..4
+    assert lat["kl_per_frame"] == pytest.approx([float(kl.mean())], rel=1e-4)
+    assert lat["kl_per_frame_per_step"] == pytest.approx(kl.sum(-1).mean(0).tolist(), rel=1e-4)
+    post = r.pred[:, 1:].float().clamp(0, 1)
+    assert lat["posterior"]["psnr"] == pytest.approx(float(ev.psnr(post, frames[:, 2:]).mean()), abs=1e-4)
+    table = ev.format_table(res)
+    assert "best of 4 minus mean sample" in table and "KL(q || p) per predicted frame" in table

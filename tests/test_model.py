@@ -76,8 +76,10 @@ CDNA = dict(decoder="cdna", kernel_size=3)
     "kw",
     [dict(), dict(codec="vgg64"), dict(prior="fixed"), dict(levels=2, align=True, cond_conv="both"),
      CDNA, dict(CDNA, skip_frame="previous"), dict(CDNA, codec="vgg64", skip_frame="previous"),
-     dict(CDNA, coords=True, skip_frame="previous")],
-    ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords"],
+     dict(CDNA, coords=True, skip_frame="previous"),
+     dict(condition="causal", cond_conv="both", levels=2), dict(condition="causal", action_lag=0)],
+    ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords",
+         "causal-extras", "causal-lag0"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -88,7 +90,7 @@ def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     frames, conds = batch()
     noise = torch.randn(2, 5, model.cfg.levels * model.cfg.z_dim)
     fast = rollout(model, frames, conds, 2, noise=noise)
-    step_cond, frame_cond = model.embed_conditions(conds)
+    step_cond, frame_cond = model.embed_conditions(conds, 2)
     slow = _rollout_stepwise(model, frames, 2, noise, step_cond, frame_cond, True, True)
     torch.testing.assert_close(fast.pred, slow.pred, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.kl, slow.kl, rtol=1e-5, atol=1e-5)
@@ -364,3 +366,51 @@ def test_coordinates_mode_samples_the_last_observed_frame_and_chains_its_coordin
     assert (seen[-1][2] - ident).abs().max() > 0  # they did move
     with pytest.raises(ConfigError, match="model.coords"):
         ModelConfig(coords=True)
+
+
+@pytest.mark.parametrize("lag", [0, 1])
+def test_causal_condition_is_action_last_observed_position_and_summed_moves(lag):
+    torch.manual_seed(0)
+    model = SVG(tiny(condition="causal", action_lag=lag))
+    conds = torch.randn(1, 6, 7)
+    frame, observed = torch.tensor([1, 4, 5]), torch.tensor([0, 1, 1])
+    got = model.causal_conditions(conds, frame, observed)[0]  # stats are 0 / 1: raw values
+    for row, (f, o) in enumerate(zip(frame.tolist(), observed.tolist())):
+        torch.testing.assert_close(got[row, :4], conds[0, f - lag, :4])
+        torch.testing.assert_close(got[row, 4:7], conds[0, o, 4:])
+        moves = sum(conds[0, k - lag, :3] for k in range(o + 1, f + 1))
+        torch.testing.assert_close(got[row, 7:], moves)
+    if lag == 1:  # frame 0 has no action in the window: the mean (0 after normalisation)
+        first = model.causal_conditions(conds, torch.tensor([0]), torch.tensor([0]))[0, 0]
+        assert first[:4].abs().max() == 0 and first[7:].abs().max() == 0
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(cond_conv="both"), dict(CDNA, skip_frame="previous", coords=True)],
+                         ids=["pixel", "cond-conv", "cdna-coords"])
+@pytest.mark.parametrize("lag", [0, 1])
+def test_causal_predictions_read_future_actions_but_no_future_position(kw, lag):
+    """A planner knows the actions it will take, not where the arm will be: with
+    condition=causal the future end-effector positions change nothing, the future actions
+    change the prediction; with condition=lab the future positions leak in."""
+    torch.manual_seed(0)
+    model = SVG(tiny(condition="causal", action_lag=lag, **kw)).eval()
+    frames, conds = batch()
+    noise = torch.randn(2, 5, 4)
+    moved = conds.clone()
+    moved[:, 2:, 4:] += 5.0  # positions of the frames to predict
+    acted = conds.clone()
+    acted[:, 3, :4] += 5.0  # one future action
+    for posterior in (False, True):
+        run = lambda c: rollout(model, frames, c, 2, use_posterior=posterior, noise=noise).pred  # noqa: E731
+        torch.testing.assert_close(run(moved), run(conds))
+        assert (run(acted) - run(conds)).abs().max() > 1e-7  # exactly 0 if the action were not read
+    lab = SVG(tiny(**kw)).eval()
+    assert (rollout(lab, frames, moved, 2, use_posterior=False, noise=noise).pred
+            - rollout(lab, frames, conds, 2, use_posterior=False, noise=noise).pred).abs().max() > 1e-7
+
+
+def test_causal_config_is_checked():
+    with pytest.raises(ConfigError, match="model.action_lag"):
+        tiny(condition="causal", action_lag=2)
+    with pytest.raises(ConfigError, match="model.condition"):
+        tiny(condition="future")

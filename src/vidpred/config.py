@@ -63,6 +63,16 @@ class ModelConfig:
     """Numbers per step in the condition: action (4) + end-effector position (3)."""
     cond_embed: int = 32
     """Size of the condition embedding fed to the predictor (0 disables conditioning)."""
+    condition: str = "lab"
+    """What the prediction of frame t may read of the conditions. ``lab`` (the assignment's
+    model): (c_{t-1}, c_t), where c_t holds the end-effector position *of frame t*, future
+    information a planner does not have. ``causal``: the action that leads to frame t, the
+    end-effector position of the last observed frame and the sum of the displacement
+    commands since that frame (no position of a future frame is read)."""
+    action_lag: int = 1
+    """Step convention of the data, for ``condition=causal``: frame t follows action
+    ``t - action_lag``. 1 on BAIR (action[t] acts between frames t and t+1); 0 in the
+    synthetic world (action t produces frame t, recorded in its ``synth.json``)."""
     cond_conv: str = "none"
     """Conditional convolution (Choi et al. 2019): ``none``, ``decoder`` or ``both`` (encoder too)."""
     levels: int = 1
@@ -98,6 +108,7 @@ class ModelConfig:
             "memory_format": ("auto", "contiguous", "channels_last"),
             "decoder": ("pixel", "cdna"),
             "skip_frame": ("last", "previous"),
+            "condition": ("lab", "causal"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -106,6 +117,12 @@ class ModelConfig:
                      "prior_layers", "cond_dim", "levels", "kernels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.action_lag not in (0, 1):
+            raise ConfigError(f"model.action_lag must be 0 (action t produces frame t) or 1 (action t acts "
+                              f"between frames t and t+1), got {self.action_lag!r}")
+        if self.condition == "causal" and self.cond_dim <= 4:
+            raise ConfigError(f"model.condition=causal needs actions (4) and positions in the condition, "
+                              f"model.cond_dim is {self.cond_dim}")
         if self.coords and self.decoder != "cdna":
             raise ConfigError("model.coords needs the transformation decoder (model.decoder=cdna)")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:

@@ -45,7 +45,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the presets'; quick: 2)")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="optimiser steps per epoch (default: one pass over the train split; quick: 2)")
-    p.add_argument("--samples", type=int, default=None, help="evaluation samples per sequence (default: 5)")
+    p.add_argument("--samples", type=int, default=None, help="evaluation samples per sequence (default: 10)")
     p.add_argument("--workers", type=int, default=2, help="data generation processes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
@@ -109,6 +109,8 @@ def _reusable_evaluation(run: Path, samples: int) -> dict | None:
         return None
     if "psnr_moving" not in res.get("model", {}) or res.get("motion_threshold") != MOTION_THRESHOLD:
         return None  # written before the moving-region metrics, or with another mask
+    if "latent" not in res:
+        return None  # written before the latent block
     return res
 
 
@@ -125,7 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{k} must be >= 1, got {v}")
     epochs = args.epochs or quick.get("epochs")
     steps = args.steps_per_epoch or quick.get("steps_per_epoch")
-    samples = args.samples or quick.get("samples") or 5
+    samples = args.samples or quick.get("samples") or 10
     progress = not args.no_progress
     out: Path = args.out
     data = out / "data"
@@ -198,6 +200,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "moving_margin_db": res["psnr_moving_margin_db"],
             "ssim_moving": model["ssim_moving"]["mean"]["average"],
             "copy_last_ssim_moving": copy["ssim_moving"]["average"],
+            "best_of_n_gain_db": res["latent"]["best_of_n_gain_db"],
+            "kl_per_frame": res["latent"]["kl_per_frame"],
         }
         for region, key, margin in (("whole frame", "psnr", "psnr_margin_db"),
                                     ("moving region", "psnr_moving", "psnr_moving_margin_db")):
@@ -206,6 +210,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 _say(f"  {name:10s} {region:13s}: no moving pixels in the test split")
                 continue
             _say(f"  {name:10s} {region:13s} {ours:6.2f} dB; copy-last {base:6.2f} dB ({diff:+.2f} dB)")
+        gain, kl = res["latent"]["best_of_n_gain_db"], res["latent"]["kl_per_frame"]
+        gains = ", ".join("n/a" if v is None else f"{v:+.2f} dB" for v in (gain["psnr"], gain["psnr_moving"]))
+        _say(f"  {name:10s} best of {samples} minus mean sample (whole, moving): {gains}; "
+             f"KL per frame {', '.join(f'{v:.3g}' for v in kl)} nats")
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     _say(f"report: {report}")
     sys.stdout.flush()

@@ -575,6 +575,32 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
     return info
 
 
+def read_info(root: str | os.PathLike) -> dict | None:
+    """The ``synth.json`` of a synthetic dataset root, or None (not generated here, e.g. BAIR)."""
+    path = Path(root) / SYNTH_INFO
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("params"), dict):
+        raise DataError(f"{path}: not a vidpred synthetic dataset description (no 'params')")
+    return info
+
+
+def check_action_lag(root: str | os.PathLike, action_lag: int) -> None:
+    """Refuse a causal model whose step convention is not the one ``synth.json`` records."""
+    info = read_info(root)
+    if info is None:
+        return
+    recorded = info.get("action_lag", ACTION_LAG)  # datasets written before it was recorded: same world
+    if recorded != action_lag:
+        raise ConfigError(f"model.action_lag={action_lag} but {Path(root) / SYNTH_INFO} records action_lag "
+                          f"{recorded} ({info.get('action_convention', ACTION_CONVENTION)}); "
+                          f"set model.action_lag={recorded}")
+
+
 def measure_push_fraction(n: int = 200, seed: int = 0, hidden: bool = False) -> float:
     """Fraction of ``n`` train sequences where some object moves > PUSH_THRESHOLD_PX (no files)."""
     moved = [simulate(seed, "train", i, hidden=hidden)["max_displacement"] for i in range(n)]

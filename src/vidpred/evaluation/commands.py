@@ -52,8 +52,10 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/predict)")
     p.add_argument("--samples", type=int, default=3, help="prior samples in the grid (default: %(default)s)")
     p.add_argument("--actions", type=Path, default=None,
-                   help="what-if CSV replacing the conditions: 4 columns (actions; recorded positions kept) "
-                   "or 7 (actions and end-effector positions), at least n_past + n_future rows, no header")
+                   help="what-if CSV, no header, at least n_past + n_future rows (row t = step t): 4 columns "
+                   "(actions) or 7 (actions and end-effector positions); rows that made the observed frames "
+                   "are ignored. On synthetic data the top row shows the simulator's re-run under these "
+                   "actions, on other data only the observed frames")
     p.add_argument("--scale", type=int, default=3, help="GIF upscaling factor (default: %(default)s)")
     p.set_defaults(func=cmd_predict)
 

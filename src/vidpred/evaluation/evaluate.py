@@ -13,6 +13,18 @@ Per metric and step we report, averaged over sequences:
   averaged over the future frames (SVG's best-of-N protocol); SSIM is reported
   for the same sample, so the two columns describe one prediction.
 
+What the latent does (``latent`` in the JSON), from the same samples:
+
+* ``best_of_n_gain_db``: best-of-N minus mean sample, whole frame and moving region
+  (0 when the samples are all alike: the latent changes nothing);
+* ``posterior``: the free run with z_t inferred by the posterior from the true
+  frames (frames fed back are the model's own), scored like a sample, and its gain
+  over the mean prior sample (what the latent *could* carry);
+* ``diversity_moving``: mean absolute difference between two samples of a
+  sequence on its moving pixels (all pairs; [0, 1] units);
+* ``kl_per_frame``: KL(q || p) of that posterior run per predicted frame, in nats,
+  per latent level (below ~1e-3 the posterior has collapsed onto the prior).
+
 The copy-last-frame baseline (every future frame = the last observed one) is
 scored on the same sequences. Noise is a pure function of
 ``(seed, sequence index, sample index)``, so results do not depend on the batch
@@ -155,6 +167,7 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
     device = next(model.parameters()).device
     per_seq: dict[str, list[torch.Tensor]] = {f"{m}_{k}": [] for m in METRICS + MOVING_METRICS for k in STATS}
     per_seq.update({f"{m}_copy": [] for m in METRICS + MOVING_METRICS}, moving=[])
+    per_seq.update({f"{m}_posterior": [] for m in METRICS + MOVING_METRICS}, diversity=[], kl=[])
     names = []
     # progress None: a bar when stderr is a terminal (tqdm's own rule)
     bar = tqdm(total=n * samples, desc="evaluate", unit="sample", file=sys.stderr, dynamic_ncols=True,
@@ -185,6 +198,13 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
         per_seq["psnr_moving_copy"].append(masked_psnr(base, truth, mask).cpu())
         per_seq["ssim_moving_copy"].append(masked_ssim(base, truth, mask).cpu())
         per_seq["moving"].append(mask.float().mean(dim=(-2, -1)).cpu())  # (B, F) fraction of moving pixels
+        post, kl = posterior_run(model, frames, conds, n_past, idx, seed)  # (B, F, 3, H, W), (B, F, levels)
+        per_seq["psnr_posterior"].append(psnr(post, truth).cpu())
+        per_seq["ssim_posterior"].append(ssim(post, truth).cpu())
+        per_seq["psnr_moving_posterior"].append(masked_psnr(post, truth, mask).cpu())
+        per_seq["ssim_moving_posterior"].append(masked_ssim(post, truth, mask).cpu())
+        per_seq["kl"].append(kl.cpu())
+        per_seq["diversity"].append(moving_diversity(pred, mask).cpu())
         names += [dataset.sequence_name(i) for i in idx]
         bar.update(len(idx) * samples)
     bar.close()
@@ -223,8 +243,61 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
          "moving_fraction": _number(cat["moving"][i].mean(), 6)}
         for i, name in enumerate(names)
     ]
+    result["latent"] = latent_summary(cat, result, samples)
     result["n_sequences"] = n
     return result
+
+
+@torch.no_grad()
+def posterior_run(model, frames, conds, n_past: int, indices, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The free run with z from the posterior (latents inferred from the true frames, the
+    model's own frames fed back). Returns its future (B, F, 3, H, W) and the KL per future
+    step and level (B, F, levels)."""
+    T = conds.shape[1]
+    shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
+    noise = torch.stack([sample_noise(seed, int(i), -1 % 2**31, shape) for i in indices])
+    r = _rollout(model, frames, conds, n_past, use_posterior=True, teacher_forcing=False,
+                 noise=noise.to(frames.device))
+    return r.pred[:, n_past - 1 :].float().clamp(0, 1), r.kl[:, n_past - 1 :].float()
+
+
+def moving_diversity(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """pred (B, S, F, 3, H, W) samples, mask (B, F, H, W) moving pixels -> (B,) the mean
+    absolute difference between two samples over the moving pixels, averaged over all
+    pairs (NaN with one sample or no moving pixel)."""
+    B, S = pred.shape[:2]
+    if S < 2:
+        return torch.full((B,), float("nan"))
+    m = mask.unsqueeze(2).float()  # (B, F, 1, H, W)
+    pixels = (m.sum(dim=(1, 2, 3, 4)) * pred.shape[3]).clamp(min=1)  # moving values per sample
+    total = torch.zeros(B, device=pred.device)
+    for i in range(S):
+        for j in range(i + 1, S):
+            total += ((pred[:, i] - pred[:, j]).abs() * m).sum(dim=(1, 2, 3, 4)) / pixels
+    out = total / (S * (S - 1) / 2)
+    return torch.where(mask.flatten(1).any(1), out, torch.full_like(out, float("nan")))
+
+
+def latent_summary(cat: dict[str, torch.Tensor], result: dict, samples: int) -> dict[str, Any]:
+    """The ``latent`` block of an evaluation (see the module docstring)."""
+    model = result["model"]
+
+    def gain(a, b):
+        return None if a is None or b is None else round(a - b, 6)
+
+    posterior = {m: (_number(cat[f"{m}_posterior"].nanmean()) if m in MOVING_METRICS
+                     else round(float(cat[f"{m}_posterior"].mean()), 6)) for m in METRICS + MOVING_METRICS}
+    kl = cat["kl"]  # (N, F, levels)
+    return {
+        "samples": samples,
+        "best_of_n_gain_db": {m: gain(model[m]["best"]["average"], model[m]["mean"]["average"])
+                              for m in ("psnr", "psnr_moving")},
+        "posterior": posterior,
+        "posterior_gain_db": {m: gain(posterior[m], model[m]["mean"]["average"]) for m in ("psnr", "psnr_moving")},
+        "diversity_moving": _number(cat["diversity"].nanmean()),
+        "kl_per_frame": [round(float(x), 6) for x in kl.mean(dim=(0, 1))],
+        "kl_per_frame_per_step": [round(float(x), 6) for x in kl.sum(-1).mean(0)],
+    }
 
 
 def evaluate_run(run: str | Path, split: str = "test", samples: int = 5, seed: int = 0,
@@ -331,7 +404,25 @@ def format_table(result: dict) -> str:
     margin = result.get("psnr_moving_margin_db")
     lines.append("mean-sample PSNR minus copy-last, moving region: "
                  + (f"{margin:+.2f} dB" if margin is not None else "n/a"))
+    lines += format_latent(result.get("latent"))
     return "\n".join(lines)
+
+
+def format_latent(latent: dict | None) -> list[str]:
+    """The console lines of the ``latent`` block (none for an evaluation written before it)."""
+    if not latent:
+        return []
+    f = lambda v, fmt="{:+.2f}": "n/a" if v is None else fmt.format(v)  # noqa: E731
+    best, post = latent["best_of_n_gain_db"], latent["posterior_gain_db"]
+    kl = ", ".join(f"{v:.3g}" for v in latent["kl_per_frame"])
+    return ["", "latent",
+            f"  best of {latent['samples']} minus mean sample: {f(best['psnr'])} dB whole frame, "
+            f"{f(best['psnr_moving'])} dB moving region",
+            f"  posterior (z inferred from the true future) minus mean sample: {f(post['psnr'])} dB whole frame, "
+            f"{f(post['psnr_moving'])} dB moving region",
+            f"  sample diversity on the moving pixels: {f(latent['diversity_moving'], '{:.4f}')} "
+            f"(mean |difference| between two samples)",
+            f"  KL(q || p) per predicted frame, per level: {kl} nats"]
 
 
 @torch.no_grad()
@@ -363,12 +454,14 @@ def predict_sequence(model, frames: torch.Tensor, conds: torch.Tensor, n_past: i
     }
 
 
-def read_actions(path: str | Path, conds: torch.Tensor) -> torch.Tensor:
+def read_actions(path: str | Path, conds: torch.Tensor, first_row: int = 0) -> torch.Tensor:
     """Replace the conditions of a window (T, 7) by a what-if CSV (comma-separated, no header).
 
-    4 columns replace the actions and keep the recorded end-effector positions;
-    7 columns replace both (action, position), like the dataset's two files side
-    by side. The file needs at least T rows; row t is step t of the window.
+    Row t of the file is step t of the window. 4 columns replace the actions; 7 columns
+    replace the actions and the end-effector positions, like the dataset's two files side
+    by side. Only rows from ``first_row`` on are used (:func:`predict_run` passes the first
+    action that acts on a predicted frame: the observed frames were made by the recorded
+    ones); the file still needs T rows.
     """
     from vidpred.data import read_condition_csv
     from vidpred.data.layout import ACTION_DIM, COND_DIM
@@ -390,8 +483,33 @@ def read_actions(path: str | Path, conds: torch.Tensor) -> torch.Tensor:
     if table.shape[0] < T:
         raise DataError(f"{path}: expected at least {T} rows (one per step of the window), got {table.shape[0]}")
     out = conds.clone()
-    out[:, :n_cols] = table[:T]
+    out[first_row:, :ACTION_DIM] = table[first_row:T, :ACTION_DIM]
+    if n_cols == COND_DIM:  # positions of observed frames are facts: only future ones are replaced
+        n_past = first_row + 1 if first_row < T else T
+        out[n_past:, ACTION_DIM:] = table[n_past:T, ACTION_DIM:]
     return out
+
+
+def simulated_whatif(root: str | Path, split: str, name: str, conds: torch.Tensor, n_past: int) -> torch.Tensor | None:
+    """The true future of a what-if in the synthetic world: the sequence ``name`` re-simulated
+    with its recorded actions for the observed frames and the what-if ones after (action t
+    produces frame t there). Returns frames (T, 3, H, W) in [0, 1], or None for data the
+    simulator did not make (BAIR)."""
+    from vidpred.data import synth
+
+    info = synth.read_info(root)
+    if info is None:
+        return None
+    traj, k = name.rsplit("/", 1)
+    first = int(traj.split("_")[1])  # traj_<a>_to_<b>
+    index = first + int(k)
+    params = info["params"]
+    hidden = bool(params.get("hidden_causes", False))
+    recorded = synth.scripted_actions(params["seed"], split, index, hidden)
+    T = conds.shape[0]
+    actions = np.concatenate([recorded[:n_past], conds[n_past:, :4].double().numpy()])
+    frames = synth.replay(params["seed"], split, index, actions[:T], hidden=hidden)["frames"]
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
 
 
 def predict_run(run: str | Path, split: str = "test", index: int = 0, samples: int = 3, seed: int = 0,
@@ -399,8 +517,11 @@ def predict_run(run: str | Path, split: str = "test", index: int = 0, samples: i
                 device: str = "auto", data_root: str | None = None) -> dict[str, Any]:
     """Load a run and predict one sequence (see :func:`predict_sequence`).
 
-    Returns its tensors plus ``name``, ``n_past``, ``index``, ``split`` and
-    ``actions`` (the what-if file, or None).
+    Returns its tensors plus ``name``, ``n_past``, ``index``, ``split``, ``actions`` (the
+    what-if file, or None) and ``truth_source``: ``recorded``; for a what-if ``simulator``
+    (the synthetic world re-simulated under the what-if actions: ``truth`` is its true
+    future) or ``none`` (other data: the recorded future is not the what-if's, so ``truth``
+    keeps the observed frames and its future frames are NaN).
     """
     from vidpred.data import open_split
     from vidpred.errors import DataError
@@ -417,9 +538,19 @@ def predict_run(run: str | Path, split: str = "test", index: int = 0, samples: i
         raise DataError(f"--index {index} out of range: the {split} split of {root} has {len(ds)} sequences "
                         f"(0..{len(ds) - 1})")
     frames, conds = ds[index]
+    name = ds.sequence_name(index)
+    source = "recorded"
     if actions is not None:
-        conds = read_actions(actions, conds)
+        # from the first action that acts on a predicted frame (frame t follows action t - lag)
+        conds = read_actions(actions, conds, first_row=max(0, n_past - cfg.model.action_lag))
     out = predict_sequence(model, frames, conds, n_past, index, samples=samples, seed=seed)
-    out.update(name=ds.sequence_name(index), n_past=n_past, index=index, split=split, checkpoint=str(ckpt_path),
-               actions=None if actions is None else str(actions))
+    if actions is not None:
+        simulated = simulated_whatif(root, split, name, conds, n_past)
+        if simulated is not None:
+            out["truth"], source = simulated, "simulator"
+        else:
+            out["truth"][n_past:] = float("nan")
+            source = "none"
+    out.update(name=name, n_past=n_past, index=index, split=split, checkpoint=str(ckpt_path),
+               actions=None if actions is None else str(actions), truth_source=source)
     return out

@@ -9,8 +9,15 @@ Per step t = 1..T-1 (frame t is predicted from frames < t):
     h_{t-1}, skip = Enc(x_{t-1})            skip kept from the last observed frame
     z_t ~ q(z_t | x_{1:t})                  posterior (training / reconstruction)
     z_t ~ p(z_t | x_{1:t-1})                learned prior (sampling), or N(0, I)
-    g_t = Pred([h_{t-1}, z_t, e_t])         e_t = embedding of (c_{t-1}, c_t)
+    g_t = Pred([h_{t-1}, z_t, e_t])         e_t = embedding of the condition of step t
     x^_t = Dec(g_t, skip)
+
+The condition of step t (``model.condition``): ``lab`` embeds (c_{t-1}, c_t) as the
+assignment's starter does; c_t holds the end-effector position of frame t itself,
+which a free run does not know. ``causal`` embeds the action that leads to frame t
+(``a_{t - action_lag}``), the position of the last observed frame o <= t - 1 and the
+summed displacement commands since frame o (where the commands have taken the arm):
+nothing of a frame that has not been observed.
 
 and the loss is sum_t ||x_t - x^_t||^2 + beta * KL(q || p)  (docs/derivation.md).
 
@@ -42,6 +49,8 @@ from vidpred.models.codecs import build_codec, per_step_statistics
 from vidpred.models.recurrent import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
 from vidpred.models.transform import CDNAHead, identity_coords
 
+ACTION_DIM = 4  # a condition is (action (4), end-effector position); actions start with (dx, dy, dz)
+MOVE_DIM = 3  # the displacement part of an action, summed by the causal condition
 MAX_LEVELS = 5  # level l >= 2 is injected at decoder stage l - 2; decoders have 4 stages
 FLOW_GRID = 8  # resolution of the aligner's predicted flow
 
@@ -76,11 +85,13 @@ class SVG(nn.Module):
             dec_out_channels=3 if self.transform is None else self.transform.decoder_channels,
             dec_out_act="sigmoid" if self.transform is None else "none",
         )
-        # Transition condition e_t embeds (c_{t-1}, c_t): the action taken and the
-        # end-effector positions before and after, whatever the step convention.
-        self.step_cond = nn.Linear(2 * cfg.cond_dim, E) if E > 0 else None
-        # The encoder's conditional convs see the condition of the frame itself.
-        self.frame_cond = nn.Linear(cfg.cond_dim, E) if cfg.cond_conv == "both" else None
+        # lab: e_t embeds (c_{t-1}, c_t); causal: (a_{t-lag}, p_o, summed displacement since o)
+        step_in = 2 * cfg.cond_dim if cfg.condition == "lab" else cfg.cond_dim + MOVE_DIM
+        self.step_cond = nn.Linear(step_in, E) if E > 0 else None
+        # The encoder's conditional convs see the condition of the frame itself (causal:
+        # as known when that frame is encoded, so a fed-back prediction gets no true position).
+        self.frame_cond = nn.Linear(step_in // 2 if cfg.condition == "lab" else step_in, E) \
+            if cfg.cond_conv == "both" else None
         self.posterior = nn.ModuleList(
             GaussianLSTM(G + (Z if l else 0), cfg.rnn_size, Z, cfg.posterior_layers) for l in range(L)
         )
@@ -113,12 +124,37 @@ class SVG(nn.Module):
 
     # -- pieces used by the rollout -------------------------------------------------
 
-    def embed_conditions(self, conds: torch.Tensor):
+    def embed_conditions(self, conds: torch.Tensor, n_past: int):
         """conds (B, T, 7) raw -> (step embeddings (B, T-1, E) or None, frame embeddings (B, T, E) or None)."""
         c = (conds - self.cond_mean) / self.cond_std
-        step = self.step_cond(torch.cat([c[:, :-1], c[:, 1:]], -1)) if self.step_cond is not None else None
-        frame = self.frame_cond(c) if self.frame_cond is not None else None
+        T = conds.shape[1]
+        if self.cfg.condition == "lab":
+            step_in, frame_in = torch.cat([c[:, :-1], c[:, 1:]], -1), c
+        else:
+            t = torch.arange(T, device=conds.device)
+            # predicting frame t: last observed frame before t; encoding frame j: at or before j
+            step_in = self.causal_conditions(conds, t[1:], (t[1:] - 1).clamp(max=n_past - 1))
+            frame_in = self.causal_conditions(conds, t, t.clamp(max=n_past - 1))
+        step = self.step_cond(step_in) if self.step_cond is not None else None
+        frame = self.frame_cond(frame_in) if self.frame_cond is not None else None
         return step, frame
+
+    def causal_conditions(self, conds: torch.Tensor, frame: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """The causal condition of frames ``frame`` (S,) given the last observed frames
+        ``observed`` (S,) <= frame: normalised (action leading to the frame, position of the
+        observed frame, sum of the displacement commands leading from it to the frame),
+        (B, S, cond_dim + 3). An action before the window (frame 0 with action_lag 1) is the
+        mean action."""
+        lag = self.cfg.action_lag
+        a = (conds[..., :ACTION_DIM] - self.cond_mean[:ACTION_DIM]) / self.cond_std[:ACTION_DIM]
+        p = (conds[..., ACTION_DIM:] - self.cond_mean[ACTION_DIM:]) / self.cond_std[ACTION_DIM:]
+        idx = frame - lag
+        action = a[:, idx.clamp(min=0)] * (idx >= 0).to(a.dtype)[None, :, None]
+        # commands a_{k - lag} for k = o+1..frame, through a prefix sum S[j] = sum_{i<j} a_i
+        moves = conds[..., :MOVE_DIM] / self.cond_std[:MOVE_DIM]
+        prefix = torch.cat([torch.zeros_like(moves[:, :1]), moves.cumsum(1)], 1)
+        since = prefix[:, (frame - lag + 1).clamp(min=0)] - prefix[:, (observed - lag + 1).clamp(min=0)]
+        return torch.cat([action, p[:, observed], since], -1)
 
     def encode(self, frames: torch.Tensor, frame_cond: torch.Tensor | None = None):
         """frames (B, S, 3, H, W) -> h (B, S, g), skips [(B, S, C, h, w)], all frames in one batched pass."""
@@ -253,7 +289,7 @@ def rollout(
         raise ValueError(f"rollout needs {T if use_posterior else n_past} frames, got {frames.shape[1]}")
     if noise is None:
         noise = torch.randn(B, T - 1, L * Z, generator=generator, device=frames.device, dtype=frames.dtype)
-    step_cond, frame_cond = model.embed_conditions(conds)
+    step_cond, frame_cond = model.embed_conditions(conds, n_past)
     if use_posterior and teacher_forcing:
         return _rollout_teacher_forced(model, frames, n_past, noise, step_cond, frame_cond)
     return _rollout_stepwise(model, frames, n_past, noise, step_cond, frame_cond, use_posterior, teacher_forcing)

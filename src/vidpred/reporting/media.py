@@ -19,6 +19,10 @@ BG = (255, 255, 255)
 EMPTY = (225, 225, 225)
 INK = (20, 20, 20)
 
+# The top row / left panel: the recorded sequence, or for a what-if the simulator's
+# re-run under the new actions, or nothing after the observed frames (real data).
+TRUTH_LABELS = {"recorded": "ground truth", "simulator": "simulator what-if", "none": "observed only"}
+
 # Grid geometry (pixels); see grid_size().
 GRID_PAD = 4
 GRID_LABEL_W = 110
@@ -83,7 +87,8 @@ def comparison_frames(truth, prediction, n_past: int, scale: int = 3,
         img = Image.new("RGB", (width, height), BG)
         draw = ImageDraw.Draw(img)
         right = truth[t] if past else prediction[t - n_past]
-        for k, (frame, title) in enumerate(((truth[t], titles[0]), (right, titles[1]))):
+        left = truth[t] if np.isfinite(np.asarray(truth[t])).all() else np.full(truth[t].shape, 0.88)
+        for k, (frame, title) in enumerate(((left, titles[0]), (right, titles[1]))):
             x0 = GIF_MARGIN + k * (panel_w + GIF_MARGIN)
             y0 = GIF_TITLE_H
             _text_center(draw, (x0, 0, x0 + panel_w, GIF_TITLE_H), title)
@@ -145,16 +150,19 @@ def cell_origin(row: int, col: int, scale: int, frame_px: int = 64) -> tuple[int
     return (GRID_LABEL_W + GRID_PAD + col * (cell + GRID_PAD), GRID_HEADER_H + GRID_PAD + row * (cell + GRID_PAD))
 
 
-def prediction_grid(truth, posterior, samples, n_past: int, scale: int = 2) -> Image.Image:
+def prediction_grid(truth, posterior, samples, n_past: int, scale: int = 2,
+                    truth_label: str = "ground truth") -> Image.Image:
     """Per-time-step grid: columns are frames 1..T, rows are the ground truth, the
     posterior reconstruction and each prior sample.
 
     truth (T, 3, H, W); posterior (T - 1, 3, H, W) and samples (S, T - 1, 3, H, W)
     predict frames 2..T (there is no prediction of frame 1: that cell is grey).
-    Header: frame number over a green (observed) or red (predicted) bar.
+    Header: frame number over a green (observed) or red (predicted) bar. A truth frame
+    of NaN (a what-if without a simulator) is an empty cell.
     """
     T = truth.shape[0]
-    rows = [("ground truth", [truth[t] for t in range(T)])]
+    known = [bool(np.isfinite(np.asarray(truth[t])).all()) for t in range(T)]  # NaN: no true frame (what-if)
+    rows = [(truth_label, [truth[t] if known[t] else None for t in range(T)])]
     rows.append(("posterior", [None] + [posterior[t] for t in range(T - 1)]))
     rows += [(f"prior sample {s + 1}", [None] + [samples[s][t] for t in range(T - 1)]) for s in range(len(samples))]
     size = truth.shape[-1]
@@ -187,10 +195,12 @@ def write_prediction(pred: dict, out_dir: str | Path, stem: str | None = None, s
     out_dir.mkdir(parents=True, exist_ok=True)
     n_past = pred["n_past"]
     stem = stem or f"{pred['split']}_{pred['index']}" + ("_whatif" if pred.get("actions") else "")
-    titles = ("ground truth", "what-if prediction" if pred.get("actions") else "prediction")
+    truth_label = TRUTH_LABELS[pred.get("truth_source", "recorded")]
+    titles = (truth_label, "what-if prediction" if pred.get("actions") else "prediction")
     frames = comparison_frames(pred["truth"], pred["samples"][0][n_past - 1:], n_past, scale=scale, titles=titles)
     paths = {"gif": save_gif(frames, out_dir / f"{stem}.gif")}
-    grid = prediction_grid(pred["truth"], pred["posterior"], pred["samples"], n_past, scale=grid_scale)
+    grid = prediction_grid(pred["truth"], pred["posterior"], pred["samples"], n_past, scale=grid_scale,
+                           truth_label=truth_label)
     paths["grid"] = out_dir / f"{stem}_grid.png"
     grid.save(paths["grid"])
     if mp4:

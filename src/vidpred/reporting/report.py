@@ -183,6 +183,19 @@ def _eval_table(per_run: list[dict]) -> str:
         return f"<td>&gt; {t:g}: {100 * f:.1f}%</td>" if f is not None else f"<td>&gt; {t:g}: n/a</td>"
 
     row("moving region: threshold, share of future pixels", region)
+    # what the latent does (n/a: evaluation written before the latent block)
+    row("latent: best of N minus mean sample (dB)", number(("latent", "best_of_n_gain_db", "psnr"), "{:+.2f}"))
+    row("latent: best of N minus mean sample, moving region (dB)",
+        number(("latent", "best_of_n_gain_db", "psnr_moving"), "{:+.2f}"))
+    row("latent: posterior minus mean sample, moving region (dB)",
+        number(("latent", "posterior_gain_db", "psnr_moving"), "{:+.2f}"))
+    row("latent: sample diversity on moving pixels", number(("latent", "diversity_moving"), "{:.4f}"))
+
+    def kl(ev: dict) -> str:
+        v = _stat(ev, "latent", "kl_per_frame")
+        return f"<td>{', '.join(f'{x:.3g}' for x in v)}</td>" if v is not None else "<td>n/a</td>"
+
+    row("latent: KL per predicted frame per level (nats)", kl)
     row("sequences x samples, frames",
         lambda ev: f"<td>{ev['n_sequences']} x {ev['n_samples']}, {ev['n_past']} &rarr; {ev['n_future']}</td>")
     row("checkpoint", lambda ev: f"<td>{html.escape(Path(ev['checkpoint']).name)}</td>")

@@ -196,6 +196,10 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         _check_resume_changes(start_ckpt["config_obj"], cfg, out / ckpt_io.LAST)
     if tc.batch_size % d.world:
         raise ConfigError(f"train.batch_size {tc.batch_size} must divide evenly over {d.world} processes")
+    if cfg.model.condition == "causal":
+        from vidpred.data.synth import check_action_lag
+
+        check_action_lag(cfg.data.root, cfg.model.action_lag)
     local_batch = tc.batch_size // d.world
 
     # Rank 0 opens the splits first so that only it builds a missing cache.
