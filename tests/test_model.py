@@ -369,20 +369,26 @@ def test_coordinates_mode_samples_the_last_observed_frame_and_chains_its_coordin
 
 
 @pytest.mark.parametrize("lag", [0, 1])
-def test_causal_condition_is_action_last_observed_position_and_summed_moves(lag):
+def test_causal_condition_is_action_and_dead_reckoned_positions(lag):
     torch.manual_seed(0)
     model = SVG(tiny(condition="causal", action_lag=lag))
     conds = torch.randn(1, 6, 7)
-    frame, observed = torch.tensor([1, 4, 5]), torch.tensor([0, 1, 1])
+    frame, observed = torch.tensor([1, 4, 5, 1]), torch.tensor([0, 1, 1, 1])
     got = model.causal_conditions(conds, frame, observed)[0]  # stats are 0 / 1: raw values
+
+    def reckoned(f, o):  # last observed position plus the moves a_{k - lag}, k = o+1..f
+        moves = sum((conds[0, k - lag, :3] for k in range(o + 1, f + 1)), torch.zeros(3))
+        return conds[0, o, 4:] + moves
+
     for row, (f, o) in enumerate(zip(frame.tolist(), observed.tolist())):
         torch.testing.assert_close(got[row, :4], conds[0, f - lag, :4])
-        torch.testing.assert_close(got[row, 4:7], conds[0, o, 4:])
-        moves = sum(conds[0, k - lag, :3] for k in range(o + 1, f + 1))
-        torch.testing.assert_close(got[row, 7:], moves)
+        torch.testing.assert_close(got[row, 4:7], reckoned(f - 1, o))
+        torch.testing.assert_close(got[row, 7:], reckoned(f, o))
+    torch.testing.assert_close(got[3, 4:7], conds[0, 1, 4:])  # an observed frame: its recorded position
     if lag == 1:  # frame 0 has no action in the window: the mean (0 after normalisation)
         first = model.causal_conditions(conds, torch.tensor([0]), torch.tensor([0]))[0, 0]
-        assert first[:4].abs().max() == 0 and first[7:].abs().max() == 0
+        assert first[:4].abs().max() == 0
+        torch.testing.assert_close(first[7:], conds[0, 0, 4:])
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(cond_conv="both"), dict(CDNA, skip_frame="previous", coords=True)],

@@ -18,6 +18,7 @@ EXIT_USER_ERROR = 2
 def build_parser() -> argparse.ArgumentParser:
     from vidpred.data import commands as data_commands
     from vidpred.evaluation import commands as eval_commands
+    from vidpred.planning import commands as plan_commands
     from vidpred.reporting import commands as report_commands
     from vidpred.training import commands as train_commands
     from vidpred import demo
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(sub)
     train_commands.register(sub)
     eval_commands.register(sub)
+    plan_commands.register(sub)
     report_commands.register(sub)
     demo.register(sub)
     return parser

@@ -62,7 +62,7 @@ def _prepare_data(root: Path, counts: dict, seed: int, workers: int, progress: b
     from vidpred.data.synth import SYNTH_INFO, generate
     from vidpred.errors import DataError
 
-    params = dict(counts, seed=seed)
+    params = dict(counts, seed=seed, hidden_causes=True)
     if root.exists():
         try:
             info = json.loads((root / SYNTH_INFO).read_text())
@@ -73,7 +73,7 @@ def _prepare_data(root: Path, counts: dict, seed: int, workers: int, progress: b
                             "remove it or choose another --out")
         _say(f"      reusing {root}")
         return
-    generate(root, seed=seed, workers=workers, quiet=not progress, **counts)
+    generate(root, seed=seed, workers=workers, quiet=not progress, hidden=True, **counts)
 
 
 def _train_run(out: Path, preset: str, overrides: list[str], progress: bool) -> dict:

@@ -15,9 +15,9 @@ Per step t = 1..T-1 (frame t is predicted from frames < t):
 The condition of step t (``model.condition``): ``lab`` embeds (c_{t-1}, c_t) as the
 assignment's starter does; c_t holds the end-effector position of frame t itself,
 which a free run does not know. ``causal`` embeds the action that leads to frame t
-(``a_{t - action_lag}``), the position of the last observed frame o <= t - 1 and the
-summed displacement commands since frame o (where the commands have taken the arm):
-nothing of a frame that has not been observed.
+(``a_{t - action_lag}``) and the positions of frames t - 1 and t by dead reckoning: the
+position of the last observed frame o <= t - 1 plus the displacement commands given
+since (where the commands have taken the arm): nothing of a frame not yet observed.
 
 and the loss is sum_t ||x_t - x^_t||^2 + beta * KL(q || p)  (docs/derivation.md).
 
@@ -85,7 +85,7 @@ class SVG(nn.Module):
             dec_out_channels=3 if self.transform is None else self.transform.decoder_channels,
             dec_out_act="sigmoid" if self.transform is None else "none",
         )
-        # lab: e_t embeds (c_{t-1}, c_t); causal: (a_{t-lag}, p_o, summed displacement since o)
+        # lab: e_t embeds (c_{t-1}, c_t); causal: (a_{t-lag}, reckoned p_{t-1}, reckoned p_t)
         step_in = 2 * cfg.cond_dim if cfg.condition == "lab" else cfg.cond_dim + MOVE_DIM
         self.step_cond = nn.Linear(step_in, E) if E > 0 else None
         # The encoder's conditional convs see the condition of the frame itself (causal:
@@ -141,20 +141,29 @@ class SVG(nn.Module):
 
     def causal_conditions(self, conds: torch.Tensor, frame: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """The causal condition of frames ``frame`` (S,) given the last observed frames
-        ``observed`` (S,) <= frame: normalised (action leading to the frame, position of the
-        observed frame, sum of the displacement commands leading from it to the frame),
-        (B, S, cond_dim + 3). An action before the window (frame 0 with action_lag 1) is the
-        mean action."""
+        ``observed`` (S,) <= frame, (B, S, cond_dim + 3), normalised: the action leading to the
+        frame, and the end-effector positions of the frame before and of the frame itself as
+        dead reckoning tells them: the last observed position plus the displacement commands
+        given since (the pair the lab condition reads from the data, with no position of a
+        frame not yet observed). Dead reckoning takes an action's (dx, dy, dz) to be a
+        displacement in position units, true of the synthetic world and of BAIR's commands.
+        An action before the window (frame 0 with action_lag 1) is the mean action."""
         lag = self.cfg.action_lag
-        a = (conds[..., :ACTION_DIM] - self.cond_mean[:ACTION_DIM]) / self.cond_std[:ACTION_DIM]
-        p = (conds[..., ACTION_DIM:] - self.cond_mean[ACTION_DIM:]) / self.cond_std[ACTION_DIM:]
+        mean, std = self.cond_mean, self.cond_std
+        a = (conds[..., :ACTION_DIM] - mean[:ACTION_DIM]) / std[:ACTION_DIM]
         idx = frame - lag
         action = a[:, idx.clamp(min=0)] * (idx >= 0).to(a.dtype)[None, :, None]
-        # commands a_{k - lag} for k = o+1..frame, through a prefix sum S[j] = sum_{i<j} a_i
-        moves = conds[..., :MOVE_DIM] / self.cond_std[:MOVE_DIM]
+        # positions: p_o + sum of moves a_{k - lag}, k = o+1..f, through a prefix sum S[j] = sum_{i<j} a_i
+        moves = torch.zeros_like(conds[..., ACTION_DIM:])
+        moves[..., :MOVE_DIM] = conds[..., :MOVE_DIM]
         prefix = torch.cat([torch.zeros_like(moves[:, :1]), moves.cumsum(1)], 1)
-        since = prefix[:, (frame - lag + 1).clamp(min=0)] - prefix[:, (observed - lag + 1).clamp(min=0)]
-        return torch.cat([action, p[:, observed], since], -1)
+        start = prefix[:, observed - lag + 1]
+
+        def reckoned(f: torch.Tensor) -> torch.Tensor:  # position of frame f (f >= o - 1)
+            since = prefix[:, (torch.maximum(f, observed) - lag + 1)] - start
+            return (conds[:, observed, ACTION_DIM:] + since - mean[ACTION_DIM:]) / std[ACTION_DIM:]
+
+        return torch.cat([action, reckoned(frame - 1), reckoned(frame)], -1)
 
     def encode(self, frames: torch.Tensor, frame_cond: torch.Tensor | None = None):
         """frames (B, S, 3, H, W) -> h (B, S, g), skips [(B, S, C, h, w)], all frames in one batched pass."""

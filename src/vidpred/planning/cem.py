@@ -1,0 +1,155 @@
+"""Sampling-based MPC: the cross-entropy method over action sequences, and random actions.
+
+The planner is generic over ``predict(actions (N, H, 4)) -> cost (N,)`` (lower is
+better): the video model's predictor, the simulator, anything. It searches the arm's
+displacement ``(dx, dy)`` of every step (dataset units); ``dz`` and the gripper are
+held at the ``fixed`` values (0 and the episode's gripper: the tasks never lift or
+grip). Defaults follow VP2 (Tian et al. 2023)'s CEM: 200 samples, 3 iterations, 5%
+elites (at least 2), horizon 10, temporally correlated noise, replanning every step.
+
+Per iteration: N sequences ``mean + std * e`` with AR(1) noise
+``e_t = beta e_{t-1} + sqrt(1 - beta^2) eps_t`` (unit variance per step, correlation
+``beta`` between neighbours: smooth pushes rather than jitter), each step's ``(dx, dy)``
+scaled back onto the disc ``|(dx, dy)| <= action_limit`` (3 px per step, the most the
+training data's scripted arm moves), scored; the elites' per-step mean and standard
+deviation become the next distribution. The plan returned is the best sequence scored
+in any iteration. With ``warm_start`` the next plan starts from the final mean shifted
+by the executed steps (zeros appended), with the initial standard deviation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from vidpred.data.synth import WORLD
+from vidpred.errors import ConfigError
+from vidpred.planning import defaults
+from vidpred.planning.env import ACTION_LIMIT
+
+MOVE = 2  # planned dimensions: (dx, dy)
+INIT_STD_PX = 2.0  # initial standard deviation per axis, px per step
+
+
+@dataclass
+class CEMConfig:
+    samples: int = defaults.SAMPLES
+    """Action sequences scored per iteration (``--samples``)."""
+    iterations: int = defaults.ITERATIONS
+    """Refinements of the sampling distribution per plan (``--iterations``)."""
+    elite_fraction: float = defaults.ELITE_FRACTION
+    """Share of the samples the distribution is refitted to (``--elite-fraction``)."""
+    min_elites: int = 2
+    horizon: int = defaults.HORIZON
+    """Steps per action sequence (``--horizon``)."""
+    replan_every: int = defaults.REPLAN_EVERY
+    """Steps of a plan executed before replanning, 1..horizon (``--replan-every``)."""
+    correlation: float = 0.5
+    """AR(1) coefficient of the action noise between neighbouring steps, in [0, 1)."""
+    init_std: float = INIT_STD_PX / WORLD
+    """Initial standard deviation of (dx, dy), dataset units."""
+    action_limit: float = ACTION_LIMIT
+    """Largest |(dx, dy)| per step, dataset units."""
+    warm_start: bool = True
+    elites: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        checks = [("--samples", self.samples, 2), ("--iterations", self.iterations, 1),
+                  ("--horizon", self.horizon, 1), ("--replan-every", self.replan_every, 1)]
+        for flag, value, low in checks:
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"{flag} must be an integer >= {low}, got {value!r}")
+        if self.replan_every > self.horizon:
+            raise ConfigError(f"--replan-every must be <= --horizon ({self.horizon}), got {self.replan_every}")
+        if not 0.0 < self.elite_fraction <= 1.0:  # also rejects NaN
+            raise ConfigError(f"--elite-fraction must be > 0 and <= 1, got {self.elite_fraction}")
+        if not 0.0 <= self.correlation < 1.0:
+            raise ConfigError(f"correlation must be in [0, 1), got {self.correlation}")
+        if not (self.init_std > 0 and self.action_limit > 0):
+            raise ConfigError(f"init_std and action_limit must be > 0, got {self.init_std}, {self.action_limit}")
+        self.elites = int(min(self.samples, max(self.min_elites, round(self.elite_fraction * self.samples))))
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["init_std_px"] = round(self.init_std * WORLD, 6)
+        d["action_limit_px"] = round(self.action_limit * WORLD, 6)
+        return d
+
+
+def correlated_noise(rng: np.random.Generator, shape: tuple[int, int, int], beta: float) -> np.ndarray:
+    """(N, H, D) standard normal noise, AR(1)-correlated along H with coefficient ``beta``."""
+    eps = rng.standard_normal(shape)
+    out = np.empty_like(eps)
+    out[:, 0] = eps[:, 0]
+    scale = np.sqrt(1.0 - beta**2)
+    for t in range(1, shape[1]):
+        out[:, t] = beta * out[:, t - 1] + scale * eps[:, t]
+    return out
+
+
+def clip_moves(xy: np.ndarray, limit: float) -> np.ndarray:
+    """(..., 2) displacements scaled onto the disc of radius ``limit``."""
+    norm = np.linalg.norm(xy, axis=-1, keepdims=True)
+    return xy * np.minimum(1.0, limit / np.maximum(norm, 1e-12))
+
+
+def full_actions(xy: np.ndarray, fixed) -> np.ndarray:
+    """(..., 2) displacements + fixed (dz, gripper) -> (..., 4) actions."""
+    out = np.empty(xy.shape[:-1] + (4,))
+    out[..., :MOVE] = xy
+    out[..., MOVE:] = np.asarray(fixed, dtype=np.float64)
+    return out
+
+
+def random_actions(rng: np.random.Generator, steps: int, cfg: CEMConfig, fixed) -> np.ndarray:
+    """(steps, 4): one sequence from CEM's initial distribution (the random arm)."""
+    xy = cfg.init_std * correlated_noise(rng, (1, steps, MOVE), cfg.correlation)[0]
+    return full_actions(clip_moves(xy, cfg.action_limit), fixed)
+
+
+@dataclass
+class Plan:
+    actions: np.ndarray
+    """(H, 4) the best sequence scored."""
+    cost: float
+    """Its cost."""
+    best_per_iteration: list[float]
+    """Lowest cost seen in each iteration."""
+
+
+class CEM:
+    """A CEM planner with its warm-start state; ``rng`` draws every sample."""
+
+    def __init__(self, cfg: CEMConfig, rng: np.random.Generator):
+        self.cfg, self.rng = cfg, rng
+        self.mean = np.zeros((cfg.horizon, MOVE))
+        self._final_mean = self.mean
+
+    def plan(self, predict, fixed) -> Plan:
+        cfg = self.cfg
+        mean = self.mean.copy()
+        std = np.full_like(mean, cfg.init_std)
+        best_xy, best_cost, per_iteration = None, np.inf, []
+        for _ in range(cfg.iterations):
+            e = correlated_noise(self.rng, (cfg.samples, cfg.horizon, MOVE), cfg.correlation)
+            xy = clip_moves(mean + std * e, cfg.action_limit)  # (N, H, 2)
+            cost = np.asarray(predict(full_actions(xy, fixed)), dtype=np.float64)
+            if cost.shape != (cfg.samples,):
+                raise ValueError(f"predict returned costs of shape {cost.shape}, expected ({cfg.samples},)")
+            cost = np.where(np.isfinite(cost), cost, np.inf)  # a diverged prediction is never chosen
+            order = np.argsort(cost, kind="stable")
+            elite = xy[order[: cfg.elites]]
+            mean, std = elite.mean(0), elite.std(0)
+            per_iteration.append(float(cost[order[0]]))
+            if best_xy is None or cost[order[0]] < best_cost:
+                best_xy, best_cost = xy[order[0]], float(cost[order[0]])
+        self._final_mean = mean
+        return Plan(full_actions(best_xy, fixed), best_cost, per_iteration)
+
+    def advance(self, steps: int) -> None:
+        """``steps`` of the plan were executed: shift the warm start (or reset it)."""
+        if self.cfg.warm_start:
+            self.mean = np.concatenate([self._final_mean[steps:], np.zeros((min(steps, self.cfg.horizon), MOVE))])
+        else:
+            self.mean = np.zeros((self.cfg.horizon, MOVE))

@@ -1,0 +1,190 @@
+"""What a plan costs: the designated object's distance to the goal, from predicted frames
+(the model arm) or from the simulator (its upper bound).
+
+Colour centroid (:func:`colour_centroid`): the object is found in a frame by its fill
+colour c. Every pixel x gets the weight ``exp(-|x - c|^2 / (2 sigma^2))`` (RGB in
+[0, 1], ``COLOUR_SIGMA`` = 0.08), set to 0 beyond ``COLOUR_CUTOFF`` = 2 sigma: a task's
+object is at least ``env.MIN_CONTRAST`` = 0.3 from the table, the arm and the other
+objects, and the table's texture varies by less than 0.1, so none of those pixels
+count. The position is the weighted mean of the pixel centres, with a pseudo-pixel of
+weight ``PRIOR_MASS`` at the object's position in the last observed frame: an object
+that a prediction blurs away entirely stays where it was (and earns nothing), instead
+of jumping to an undefined centroid.
+
+Cost of a plan (both arms alike): the distance in px from the object to the goal
+after the last step of the horizon. Candidates are compared on where they leave the
+object, not on how they get there; replanning every step makes up for the rest.
+
+The model arm (:class:`ModelPredictor`) samples futures with the video model's own
+sampling path, ``vidpred.models.svg.rollout(..., use_posterior=False)``, in eval mode
+under ``torch.no_grad()``: the window is the last ``n_past`` observed frames and
+``horizon`` future steps, its condition rows ``(action, position)`` in the model's step
+convention (row j holds the action that produces window frame ``j + action_lag``:
+executed actions, then the candidate's, then zero-motion padding; the recorded
+positions of the observed frames, then the last observed position, which a causal
+model does not read). Every candidate of a call shares the same latent noise (common
+random numbers: candidates differ by their actions, not their luck); with
+``model_samples`` S > 1 each candidate is rolled out under S noise draws and its cost
+averaged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vidpred.errors import ConfigError
+
+COLOUR_SIGMA = 0.08
+COLOUR_CUTOFF = 2.0 * COLOUR_SIGMA
+PRIOR_MASS = 1.0  # in pixels' worth of weight
+ROLLOUT_BATCH = 256  # most rollouts per forward pass
+
+
+def pixel_centres(H: int, W: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(xs (W,), ys (H,)): pixel centres in px (column j covers [j, j + 1))."""
+    return (torch.arange(W, device=device, dtype=torch.float32) + 0.5,
+            torch.arange(H, device=device, dtype=torch.float32) + 0.5)
+
+
+def colour_weights(frames: torch.Tensor, colour, sigma: float = COLOUR_SIGMA,
+                   cutoff: float = COLOUR_CUTOFF) -> torch.Tensor:
+    """frames (..., 3, H, W) in [0, 1], colour (3,) in [0, 1] -> weights (..., H, W) in [0, 1]."""
+    c = torch.as_tensor(colour, dtype=frames.dtype, device=frames.device).view(3, 1, 1)
+    d2 = ((frames - c) ** 2).sum(-3)
+    w = torch.exp(-d2 / (2 * sigma**2))
+    return torch.where(d2 <= cutoff**2, w, torch.zeros_like(w))
+
+
+def colour_centroid(frames: torch.Tensor, colour, prior_xy=None, prior_mass: float = PRIOR_MASS,
+                    sigma: float = COLOUR_SIGMA, cutoff: float = COLOUR_CUTOFF) -> torch.Tensor:
+    """frames (..., 3, H, W) in [0, 1] -> (..., 2) the (x, y) centroid in px of the pixels of
+    ``colour`` (3,) in [0, 1]. ``prior_xy`` (2,): a pseudo-pixel of weight ``prior_mass``
+    there (None: no prior; a frame without the colour then gives NaN)."""
+    H, W = frames.shape[-2:]
+    w = colour_weights(frames.float(), colour, sigma, cutoff)  # (..., H, W)
+    xs, ys = pixel_centres(H, W, frames.device)
+    mass = w.sum((-2, -1))
+    sx = (w.sum(-2) * xs).sum(-1)
+    sy = (w.sum(-1) * ys).sum(-1)
+    if prior_xy is not None:
+        px, py = (float(v) for v in prior_xy)
+        mass, sx, sy = mass + prior_mass, sx + prior_mass * px, sy + prior_mass * py
+    return torch.stack([sx / mass, sy / mass], -1)
+
+
+def frame_to_tensor(frame: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float (3, H, W) in [0, 1]."""
+    frame = np.array(frame, dtype=np.uint8)  # a copy: arrays of PIL images are read-only
+    return torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0
+
+
+def check_model(m, where: str) -> None:
+    """A planner can only use a model (``ModelConfig`` ``m``) conditioned on actions, without
+    future positions."""
+    if m.cond_embed == 0:
+        raise ConfigError(f"{where}: trained without actions (model.cond_embed=0); planning needs an "
+                          f"action-conditioned model")
+    if m.condition != "causal":
+        raise ConfigError(f"{where}: trained with model.condition={m.condition}, which reads the end-effector "
+                          f"position of frames not yet seen; planning needs model.condition=causal")
+
+
+class ModelPredictor:
+    """The model arm's ``predict(actions (N, H, 4)) -> cost (N,)`` for one env state.
+
+    ``bind(env)`` reads the context (the last ``n_past`` frames, their actions and
+    positions) and the object's position in the last observed frame; call it before
+    every plan. ``generator`` draws the latent noise (seeded by the caller).
+    """
+
+    def __init__(self, model, task, n_past: int, model_samples: int = 1,
+                 generator: torch.Generator | None = None):
+        check_model(model.cfg, "model")
+        if model_samples < 1:
+            raise ConfigError(f"--model-samples must be >= 1, got {model_samples}")
+        self.model, self.n_past, self.samples = model, int(n_past), int(model_samples)
+        self.device = next(model.parameters()).device
+        self.colour = torch.tensor(task.colour, dtype=torch.float32) / 255.0
+        self.goal = torch.tensor(task.goal, dtype=torch.float32)
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def bind(self, env) -> None:
+        if len(env.frames) < self.n_past:
+            raise ValueError(f"the env has {len(env.frames)} frames, the model needs {self.n_past}")
+        frames = torch.stack([frame_to_tensor(f) for f in env.frames[-self.n_past:]])  # (n_past, 3, H, W)
+        self.frames = frames.to(self.device)
+        self.executed = np.stack(env.actions)  # (t, 4) every executed action so far
+        self.positions = np.stack(env.positions[-self.n_past:])  # (n_past, 3)
+        seen = colour_centroid(frames[-1], self.colour)  # where the object is now, as the camera sees it
+        self.prior_xy = seen.tolist() if torch.isfinite(seen).all() else list(env.task.start)  # hidden: its start
+
+    def conditions(self, actions: np.ndarray) -> torch.Tensor:
+        """actions (N, H, 4) candidates -> raw conditions (N, n_past + H, 7) in the model's convention."""
+        N, H = actions.shape[:2]
+        lag = self.model.cfg.action_lag
+        P, T = self.n_past, self.n_past + H
+        t0 = len(self.executed) - P  # absolute step of the first window frame
+        conds = np.zeros((N, T, 7), np.float32)
+        # row j: the action producing absolute frame t0 + j + lag (synth: action k produces frame k)
+        past = self.executed[t0 + lag:]  # executed actions that fall in the window
+        conds[:, : len(past), :4] = past
+        conds[:, len(past): len(past) + H, :4] = actions[:, : T - len(past)]
+        pad = conds[:, len(past) + H:, :4]
+        if pad.shape[1]:  # beyond the candidates (lag > 0): zero motion, same gripper
+            pad[...] = np.concatenate([np.zeros(3), actions[0, -1, 3:]])
+        conds[:, :P, 4:] = self.positions
+        conds[:, P:, 4:] = self.positions[-1]  # unknown: a causal model does not read it
+        return torch.from_numpy(conds)
+
+    @torch.no_grad()
+    def imagine(self, actions: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
+        """actions (N, H, 4) -> predicted future frames (N, S, H, 3, 64, 64) in [0, 1], float;
+        the noise is drawn with ``generator`` (default: the predictor's own)."""
+        from vidpred.models.svg import rollout
+
+        N, H = actions.shape[:2]
+        S, P, T = self.samples, self.n_past, self.n_past + actions.shape[1]
+        cfg = self.model.cfg
+        noise = torch.randn(S, T - 1, cfg.levels * cfg.z_dim, generator=generator or self.generator)
+        conds = self.conditions(actions)
+        out = []
+        rows = [(n, s) for n in range(N) for s in range(S)]  # candidate-major
+        for r0 in range(0, len(rows), ROLLOUT_BATCH):
+            idx = rows[r0: r0 + ROLLOUT_BATCH]
+            n_idx = torch.tensor([n for n, _ in idx])
+            s_idx = torch.tensor([s for _, s in idx])
+            B = len(idx)
+            r = rollout(self.model, self.frames[None].expand(B, *self.frames.shape),
+                        conds[n_idx].to(self.device), P, use_posterior=False,
+                        noise=noise[s_idx].to(self.device))
+            out.append(r.pred[:, P - 1:].float().clamp(0, 1).cpu())
+        return torch.cat(out).view(N, S, H, *out[0].shape[-3:])
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        future = self.imagine(actions)  # (N, S, H, 3, h, w)
+        xy = colour_centroid(future[:, :, -1], self.colour, prior_xy=self.prior_xy)  # (N, S, 2)
+        return (xy - self.goal).norm(dim=-1).mean(1).double().numpy()
+
+
+class SimulatorPredictor:
+    """The simulator arm's ``predict``: every candidate simulated from the env's true state
+    (a snapshot taken at ``bind``), cost = true object distance to the goal after it."""
+
+    def __init__(self, task):
+        self.task = task
+        self.goal = np.array(task.goal)
+
+    def bind(self, env) -> None:
+        self.env, self.snap = env, env.snapshot()
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        from vidpred.planning.env import object_centre
+
+        cost = np.empty(len(actions))
+        for n, plan in enumerate(actions):
+            sim = self.env.fork(self.snap)
+            for a in plan:
+                sim.step(a)
+            cost[n] = np.linalg.norm(object_centre(sim.world, self.task.object) - self.goal)
+        return cost

@@ -1,0 +1,252 @@
+"""Closed-loop planning episodes for each arm, and the ``vidpred plan`` result.
+
+Arms (each runs the same seeded tasks, ``steps`` executed steps per episode):
+
+* ``model``: CEM with the video model's predictions scored by the colour centroid;
+* ``simulator``: the same CEM with the true simulator as its model (an upper bound:
+  what the planner reaches with a perfect model);
+* ``random``: one action sequence from CEM's initial distribution.
+
+Every random draw is keyed by ``(seed, task index, arm)``: the same seed gives the same
+JSON numbers (timings aside), and arms do not change each other's draws. The result
+(``FORMAT``) holds, per arm, ``success_rate``, ``final_distance_px`` (mean),
+``seconds_per_step`` (planning wall time per executed step) and per-episode records;
+beside them the tasks, the planner settings and the success radius.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vidpred.errors import ConfigError
+from vidpred.planning.cem import CEM, CEMConfig, random_actions
+from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, check_model, frame_to_tensor
+from vidpred.planning.defaults import ARMS, EPISODES, MODEL_SAMPLES, STEPS
+from vidpred.planning.env import (GOAL_CONE_DEG, GOAL_DISTANCE_PX, MAX_GAP_PX, MIN_CONTRAST, SUCCESS_RADIUS_PX,
+                                  TASK_SPLIT, PushEnv, Task, find_tasks)
+
+FORMAT = "vidpred-plan-1"
+ARM_KEYS = {"model": 1, "random": 2, "simulator": 3}
+COST = ("distance in px from the object to the goal after the last step of the horizon: its colour "
+        "centroid in the last predicted frame (model), its true area centroid (simulator)")
+
+
+def arm_rng(seed: int, index: int, arm: str) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(index), ARM_KEYS[arm], 0xC3E])
+
+
+def torch_generator(seed: int, index: int, key: int) -> torch.Generator:
+    k = int(np.random.default_rng([int(seed), int(index), key, 0x70C]).integers(2**62))
+    return torch.Generator().manual_seed(k)
+
+
+def run_episode(task: Task, arm: str, cfg: CEMConfig, steps: int, seed: int, n_past: int,
+                model=None, model_samples: int = 1, imagine: bool = False) -> dict[str, Any]:
+    """One closed-loop episode. Returns its record; with ``imagine`` (model arm) also the
+    pictures: ``frames`` (all executed), ``imagined`` (per executed step, what the plan in
+    force predicted for it) and ``first_plan`` (the first plan's imagined frames and the
+    simulator's frames under that plan, executed open loop)."""
+    env = PushEnv(task, n_past)
+    rng = arm_rng(seed, task.index, arm)
+    fixed = (0.0, env.gripper)
+    planning = 0.0
+    plans = 0
+    pictures: dict[str, Any] = {}
+    if arm == "random":
+        started = time.perf_counter()
+        actions = random_actions(rng, steps, cfg, fixed)
+        planning += time.perf_counter() - started
+        for a in actions:
+            env.step(a)
+    else:
+        if arm == "model":
+            predictor = ModelPredictor(model, task, n_past, model_samples, torch_generator(seed, task.index, 1))
+            gif_gen = torch_generator(seed, task.index, 2)  # pictures draw their own noise: --gif changes no result
+        else:
+            predictor = SimulatorPredictor(task)
+        cem = CEM(cfg, rng)
+        imagined = []
+        while env.steps_taken < steps:
+            started = time.perf_counter()
+            predictor.bind(env)
+            plan = cem.plan(predictor, fixed)
+            planning += time.perf_counter() - started
+            plans += 1
+            k = min(cfg.replan_every, steps - env.steps_taken)
+            if imagine and arm == "model":
+                future = predictor.imagine(plan.actions[None], generator=gif_gen)[0, 0]  # (H, 3, h, w)
+                imagined.extend(future[:k])
+                if "first_plan" not in pictures:
+                    sim = env.fork(env.snapshot())
+                    truth = []
+                    for a in plan.actions:
+                        sim.step(a)
+                        truth.append(frame_to_tensor(sim.render()))
+                    past = [frame_to_tensor(f) for f in env.frames[-n_past:]]
+                    pictures["first_plan"] = (torch.stack(past + truth), future)
+            for a in plan.actions[:k]:
+                env.step(a)
+            cem.advance(k)
+        if imagined:
+            pictures["imagined"] = torch.stack(imagined)
+    if pictures:
+        pictures["frames"] = torch.stack([frame_to_tensor(f) for f in env.frames])
+    final = env.distance()
+    record = dict(task=task.index, object=task.object, start_distance_px=round(float(np.linalg.norm(
+        np.array(task.start) - env.goal)), 4), final_distance_px=round(final, 4),
+        success=bool(final <= SUCCESS_RADIUS_PX), final_position=[round(float(v), 4) for v in env.object_position()],
+        steps=env.steps_taken, plans=plans, planning_seconds=round(planning, 4),
+        seconds_per_step=round(planning / max(env.steps_taken, 1), 6),
+        actions=[[round(float(v), 6) for v in a] for a in env.actions[n_past:]])
+    if pictures:
+        record["pictures"] = pictures
+    return record
+
+
+def summarise(records: list[dict]) -> dict[str, Any]:
+    final = np.array([r["final_distance_px"] for r in records])
+    start = np.array([r["start_distance_px"] for r in records])
+    seconds = sum(r["planning_seconds"] for r in records)
+    steps = sum(r["steps"] for r in records)
+    return dict(success_rate=round(float(np.mean([r["success"] for r in records])), 6),
+                final_distance_px=round(float(final.mean()), 4),
+                final_distance_median_px=round(float(np.median(final)), 4),
+                improvement_px=round(float((start - final).mean()), 4),
+                seconds_per_step=round(seconds / max(steps, 1), 6),
+                episodes=[{k: v for k, v in r.items() if k != "pictures"} for r in records])
+
+
+def check_budget(episodes: int, steps: int, seed: int = 0) -> None:
+    for flag, value, low in (("--episodes", episodes, 1), ("--steps", steps, 1), ("--seed", seed, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{flag} must be an integer >= {low}, got {value!r}")
+
+
+def check_arms(arms) -> tuple[str, ...]:
+    arms = tuple(dict.fromkeys(arms))  # keep the order, drop repeats
+    bad = [a for a in arms if a not in ARMS]
+    if bad or not arms:
+        raise ConfigError(f"--arms must be some of {', '.join(ARMS)}, got {', '.join(bad) or 'none'}")
+    return arms
+
+
+def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMConfig | None = None,
+             steps: int = STEPS, arms=ARMS, model_samples: int = MODEL_SAMPLES, device: str = "auto",
+             gif_dir: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Run ``episodes`` seeded tasks closed loop for each arm; returns the result dict
+    (GIFs of the model arm's episodes are written to ``gif_dir``)."""
+    from vidpred.training.checkpoint import load_model
+    from vidpred.training.trainer import resolve_device
+
+    cfg = cfg or CEMConfig()
+    check_budget(episodes, steps, seed)
+    arms = check_arms(arms)
+    if model_samples < 1:
+        raise ConfigError(f"--model-samples must be >= 1, got {model_samples}")
+    model, run_cfg, ckpt = load_model(Path(run), device=resolve_device(device))
+    check_model(run_cfg.model, str(run))
+    n_past = run_cfg.train.n_past
+    tasks = find_tasks(seed, episodes)
+    result: dict[str, Any] = {
+        "format": FORMAT, "run": str(run), "checkpoint": str(ckpt), "episodes": episodes, "seed": seed,
+        "steps": steps, "n_past": n_past, "success_radius_px": SUCCESS_RADIUS_PX, "arms": list(arms),
+        "planner": {**cfg.as_dict(), "model_samples": model_samples},
+        "cost": COST,
+        "task_rules": dict(split=TASK_SPLIT, goal_distance_px=list(GOAL_DISTANCE_PX), goal_cone_deg=GOAL_CONE_DEG,
+                           max_gap_px=MAX_GAP_PX, min_contrast=MIN_CONTRAST),
+        "tasks": [t.as_dict() for t in tasks],
+        "torch_threads": torch.get_num_threads(),
+    }
+    bar = tqdm(total=episodes * len(arms), desc="plan", unit="episode", file=sys.stderr, dynamic_ncols=True,
+               disable=None if progress is None else not progress)
+    for arm in arms:
+        records = []
+        for i, task in enumerate(tasks):
+            bar.set_postfix_str(arm)
+            rec = run_episode(task, arm, cfg, steps, seed, n_past, model=model, model_samples=model_samples,
+                              imagine=gif_dir is not None and arm == "model")
+            if "pictures" in rec:
+                write_gifs(rec.pop("pictures"), Path(gif_dir), i, task, n_past)
+            records.append(rec)
+            bar.update()
+        result[arm] = summarise(records)
+    bar.close()
+    return result
+
+
+def _mark_goal(frames: torch.Tensor, goal) -> torch.Tensor:
+    """frames (T, 3, H, W): a copy with the goal pixel and its 4 neighbours drawn in white."""
+    out = frames.clone()
+    H, W = frames.shape[-2:]
+    gx, gy = int(goal[0]), int(goal[1])  # the pixel the goal lies in
+    for dx, dy in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+        x, y = gx + dx, gy + dy
+        if 0 <= x < W and 0 <= y < H:
+            out[:, :, y, x] = 1.0
+    return out
+
+
+def write_gifs(pictures: dict, out: Path, episode: int, task: Task, n_past: int, scale: int = 3) -> list[Path]:
+    """Two GIFs per model episode (goal marked in white): the episode as it happened beside
+    what the model imagined for each executed step (from the plan in force), and the first
+    plan's whole imagined horizon beside the simulator running that plan open loop."""
+    from vidpred.reporting.media import comparison_frames, save_gif
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"episode_{episode:03d}_task{task.index}"
+    paths = []
+    truth = _mark_goal(pictures["frames"], task.goal)
+    jobs = [(f"{stem}.gif", truth, _mark_goal(pictures["imagined"], task.goal), ("what happened", "model imagined"))]
+    if "first_plan" in pictures:
+        sim, imagined = pictures["first_plan"]
+        jobs.append((f"{stem}_first_plan.gif", _mark_goal(sim, task.goal), _mark_goal(imagined, task.goal),
+                     ("simulator, first plan", "model imagined")))
+    for name, left, right, titles in jobs:
+        frames = comparison_frames(left, right, n_past, scale=scale, titles=titles)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".gif", dir=out)
+        os.close(fd)
+        try:
+            save_gif(frames, tmp)
+            os.replace(tmp, out / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        paths.append(out / name)
+    return paths
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    """Write atomically (temporary file in the same folder, then rename): never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(result, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_summary(result: dict) -> str:
+    lines = [f"{result['episodes']} tasks (seed {result['seed']}), {result['steps']} steps each, success within "
+             f"{result['success_radius_px']:g} px of the goal",
+             f"{'arm':10s}{'success':>9s}{'final px':>10s}{'s/step':>9s}"]
+    for arm in result["arms"]:
+        r = result[arm]
+        lines.append(f"{arm:10s}{r['success_rate']:9.0%}{r['final_distance_px']:10.2f}{r['seconds_per_step']:9.3f}")
+    return "\n".join(lines)

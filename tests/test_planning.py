@@ -1,0 +1,218 @@
+"""vidpred plan: the task environment, the colour-centroid cost, CEM, the three arms, the JSON, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vidpred.cli import main
+from vidpred.config import load_config
+from vidpred.data import synth
+from vidpred.planning import cem as cem_mod
+from vidpred.planning import env as env_mod
+from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, colour_centroid, frame_to_tensor
+from vidpred.planning.mpc import run_episode
+
+TINY = ["model.width=8", "model.g_dim=16", "model.z_dim=4", "model.rnn_size=16", "model.cond_embed=8",
+        "train.batch_size=2", "train.steps_per_epoch=2", "train.epochs=1", "train.n_future=3",
+        "train.log_every=1", "train.device=cpu"]
+SMALL = ["--episodes", "2", "--steps", "3", "--samples", "4", "--iterations", "1", "--horizon", "3", "--no-progress"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Planning runs many small rollouts: on 2 busy cores two torch threads wait on each
+    other (measured ~10x slower than one), so this file runs on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train_tiny(root, out, extra=()):
+    from vidpred.training.trainer import train
+
+    cfg = load_config("synth-cpu", [f"data.root={root}", *TINY, *extra])  # causal, action_lag 0
+    train(cfg, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(synth_root, tmp_path_factory):
+    return train_tiny(synth_root, tmp_path_factory.mktemp("plan") / "run")
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("vidpred: error: ")
+    return err
+
+
+def test_plan_split_keeps_the_dataset_ids():
+    assert synth.SPLIT_IDS == {"train": 0, "validate": 1, "test": 2, "plan": 3}
+
+
+def test_tasks_and_env_are_deterministic_for_a_seed():
+    tasks = env_mod.find_tasks(0, 3)
+    assert tasks == env_mod.find_tasks(0, 3) and tasks != env_mod.find_tasks(1, 3)
+    actions = [np.array([0.02, -0.01, 0.0, 1.0]), np.array([-0.03, 0.04, 0.0, 1.0])] * 3
+    for task in tasks:
+        lo, hi = env_mod.GOAL_DISTANCE_PX
+        assert lo <= np.linalg.norm(np.subtract(task.goal, task.start)) <= hi
+        a, b = env_mod.PushEnv(task), env_mod.PushEnv(task)
+        assert len(a.frames) == len(a.actions) == len(a.positions) == env_mod.N_PAST and a.steps_taken == 0
+        assert np.allclose(a.object_position(), task.start)
+        for act in actions:
+            fa, fb = a.step(act), b.step(act)
+            assert fa.shape == (64, 64, 3) and fa.dtype == np.uint8 and np.array_equal(fa, fb)
+        assert np.array_equal(a.object_positions(), b.object_positions())
+        assert np.array_equal(a.effector_position(), b.effector_position())
+        assert a.distance() == b.distance() and a.steps_taken == len(actions)
+        before = [f.copy() for f in a.frames]
+        a.reset()  # back to the start: the same frames again
+        for act in actions:
+            a.step(act)
+        assert all(np.array_equal(x, y) for x, y in zip(before, a.frames))
+
+
+def test_colour_centroid_finds_the_object_within_a_pixel():
+    for task in env_mod.find_tasks(0, 8):
+        env = env_mod.PushEnv(task)
+        world = env.episode.world
+        # the arm starts next to the object and may cover some of it: draw it in the farthest corner
+        corners = np.array([[10.0, 10.0], [54.0, 10.0], [10.0, 54.0], [54.0, 54.0]])
+        far = corners[np.argmax(np.linalg.norm(corners - env.object_position(), axis=1))]
+        world.eff.position = world.target.position = tuple(far)
+        frame = frame_to_tensor(env.render())
+        xy = colour_centroid(frame, torch.tensor(task.colour) / 255.0).numpy()
+        assert np.linalg.norm(xy - env.object_position()) < 1.0
+    # the arm, the table and the walls do not pull it: a frame without the colour gives the prior
+    grey = torch.full((3, 64, 64), 0.5)
+    assert torch.isnan(colour_centroid(grey, torch.tensor([0.9, 0.1, 0.1]))).all()
+    prior = colour_centroid(grey, torch.tensor([0.9, 0.1, 0.1]), prior_xy=(10.0, 20.0))
+    assert torch.allclose(prior, torch.tensor([10.0, 20.0]))
+
+
+def test_cem_is_generic_over_the_cost():
+    """A toy cost with a known optimum: the arm's summed moves should reach a target."""
+    cfg = cem_mod.CEMConfig(samples=64, iterations=4, horizon=5)
+    target = np.array([0.1, -0.05])  # reachable: 5 steps of at most 3/64
+
+    def predict(actions):
+        assert actions.shape == (64, 5, 4) and np.all(actions[..., 2:] == (0.0, 1.0))
+        assert (np.linalg.norm(actions[..., :2], axis=-1) <= cfg.action_limit + 1e-12).all()
+        return np.linalg.norm(actions[..., :2].sum(1) - target, axis=-1)
+
+    plan = cem_mod.CEM(cfg, np.random.default_rng(0)).plan(predict, (0.0, 1.0))
+    assert plan.actions.shape == (5, 4) and plan.cost < 0.01
+    assert plan.best_per_iteration[-1] <= plan.best_per_iteration[0]
+    assert cfg.elites == 3  # 5% of 64, rounded
+
+
+def test_simulator_arm_solves_easy_tasks():
+    cfg = cem_mod.CEMConfig(samples=24, iterations=2, horizon=6)
+    records = [run_episode(t, "simulator", cfg, 14, 0, env_mod.N_PAST) for t in env_mod.find_tasks(0, 4)]
+    assert sum(r["success"] for r in records) >= 3
+    assert all(r["final_distance_px"] < r["start_distance_px"] for r in records)
+
+
+def test_model_conditions_follow_the_step_convention(run):
+    from vidpred.training.checkpoint import load_model
+
+    model, _, _ = load_model(run)
+    task = env_mod.find_tasks(0, 1)[0]
+    env = env_mod.PushEnv(task)
+    env.step(np.array([0.01, 0.02, 0.0, env.gripper]))
+    pred = ModelPredictor(model, task, n_past=2)
+    pred.bind(env)
+    cand = np.stack([np.full((3, 4), k, float) for k in (0.5, 0.7)])  # (N=2, H=3, 4)
+    c = pred.conditions(cand).numpy()  # (2, 5, 7)
+    assert c.shape == (2, 5, 7)
+    # action_lag 0: rows 0-1 are the actions that produced the two observed frames, then the candidates
+    np.testing.assert_allclose(c[:, :2, :4], np.stack(env.actions[-2:])[None].repeat(2, 0), rtol=1e-6)
+    np.testing.assert_allclose(c[:, 2:, :4], cand, rtol=1e-6)
+    np.testing.assert_allclose(c[:, :2, 4:], np.stack(env.positions[-2:])[None].repeat(2, 0), rtol=1e-6)
+    np.testing.assert_allclose(c[:, 2:, 4:], np.broadcast_to(env.positions[-1], (2, 3, 3)), rtol=1e-6)
+    model.cfg.action_lag = 1  # row j holds the action that produces frame j + 1
+    try:
+        c = pred.conditions(cand).numpy()
+    finally:
+        model.cfg.action_lag = 0
+    np.testing.assert_allclose(c[:, 0, :4], np.repeat(env.actions[-1][None], 2, 0), rtol=1e-6)
+    np.testing.assert_allclose(c[:, 1:4, :4], cand, rtol=1e-6)
+    assert (c[:, 4, :3] == 0).all()  # beyond the candidates: zero motion
+    # costs: one per candidate, finite, in px; with several prior samples each, averaged
+    still = np.zeros((5, 4, 4)) + np.array([0.0, 0.0, 0.0, env.gripper])
+    assert pred(still).shape == (5,) and np.isfinite(pred(still)).all()
+    two = ModelPredictor(model, task, n_past=2, model_samples=2)
+    two.bind(env)
+    assert two.imagine(still[:3]).shape == (3, 2, 4, 3, 64, 64) and two(still).shape == (5,)
+
+
+def test_simulator_predictor_matches_the_executed_future():
+    task = env_mod.find_tasks(0, 1)[0]
+    env = env_mod.PushEnv(task)
+    sim = SimulatorPredictor(task)
+    sim.bind(env)
+    push = np.subtract(task.goal, task.start) / np.linalg.norm(np.subtract(task.goal, task.start))
+    plan = np.array([[*(2.5 / 64 * push), 0.0, env.gripper]] * 8)
+    predicted = sim(np.stack([plan, plan * 0]))
+    assert predicted[1] == pytest.approx(env.distance())  # standing still moves nothing
+    for a in plan:
+        env.step(a)
+    assert env.distance() < task.as_dict()["start_distance_px"] - 1  # the push moved the object
+    assert predicted[0] == pytest.approx(env.distance(), abs=0.5)  # a snapshot loses contact caches only
+
+
+def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys):
+    out1, out2, gifs = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "gif"
+    assert main(["plan", str(run), *SMALL, "--seed", "3", "--out", str(out1), "--gif", str(gifs)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out1) in printed and "simulator" in printed
+    assert main(["plan", str(run), *SMALL, "--seed", "3", "--out", str(out2)]) == 0
+    a, b = json.loads(out1.read_text()), json.loads(out2.read_text())
+    assert a["episodes"] == 2 and a["seed"] == 3 and a["steps"] == 3
+    assert a["success_radius_px"] == env_mod.SUCCESS_RADIUS_PX
+    assert a["planner"]["samples"] == 4 and a["planner"]["iterations"] == 1 and a["planner"]["horizon"] == 3
+    assert len(a["tasks"]) == 2
+    for arm in ("model", "random", "simulator"):
+        r = a[arm]
+        assert 0.0 <= r["success_rate"] <= 1.0 and r["final_distance_px"] >= 0 and r["seconds_per_step"] >= 0
+        assert len(r["episodes"]) == 2 and all(e["steps"] == 3 and len(e["actions"]) == 3 for e in r["episodes"])
+        assert r["success_rate"] == np.mean([e["success"] for e in r["episodes"]])
+        assert r["final_distance_px"] == pytest.approx(np.mean([e["final_distance_px"] for e in r["episodes"]]),
+                                                        abs=1e-3)
+
+    def numbers(result):  # everything but the timings
+        drop = {"seconds_per_step", "planning_seconds"}
+        return {arm: [{k: v for k, v in e.items() if k not in drop} for e in result[arm]["episodes"]]
+                for arm in ("model", "random", "simulator")}
+
+    assert numbers(a) == numbers(b)  # --gif draws its own noise: it changes no result
+    assert sorted(p.name for p in gifs.iterdir()) == sorted(
+        f"episode_{i:03d}_task{t['index']}{s}.gif" for i, t in enumerate(a["tasks"]) for s in ("", "_first_plan"))
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically
+    # a subset of the arms
+    out3 = tmp_path / "c.json"
+    assert main(["plan", str(run), *SMALL, "--seed", "3", "--arms", "random", "--out", str(out3)]) == 0
+    c = json.loads(out3.read_text())
+    assert c["arms"] == ["random"] and "model" not in c and "simulator" not in c
+    assert numbers(c | {"model": a["model"], "simulator": a["simulator"]}) == numbers(a)  # arms keep their draws
+
+
+def test_errors(run, synth_root, tmp_path, capsys):
+    out = tmp_path / "x.json"
+    assert "not found" in _error(capsys, ["plan", str(tmp_path / "nope"), *SMALL, "--out", str(out)])
+    for flag, value in (("--samples", "1"), ("--iterations", "0"), ("--horizon", "0"), ("--episodes", "0"),
+                        ("--steps", "0"), ("--replan-every", "0"), ("--model-samples", "0"),
+                        ("--elite-fraction", "0"), ("--seed", "-1")):
+        assert flag in _error(capsys, ["plan", str(run), *SMALL, flag, value, "--out", str(out)])
+    assert "--replan-every" in _error(capsys, ["plan", str(run), *SMALL, "--replan-every", "4", "--out", str(out)])
+    assert "--arms" in _error(capsys, ["plan", str(run), *SMALL, "--arms", "model", "oracle", "--out", str(out)])
+    lab = train_tiny(synth_root, tmp_path / "lab", ["model.condition=lab"])
+    assert "model.condition=lab" in _error(capsys, ["plan", str(lab), *SMALL, "--out", str(out)])
+    blind = train_tiny(synth_root, tmp_path / "blind", ["model.cond_embed=0"])
+    assert "model.cond_embed=0" in _error(capsys, ["plan", str(blind), *SMALL, "--out", str(out)])
+    assert not out.exists()
