@@ -9,6 +9,7 @@ from vidpred.cli import main
 from vidpred.data import open_split
 from vidpred.data import synth
 from vidpred.data.layout import read_sequence
+from vidpred.errors import DataError
 
 
 def _all_sequences(root):
@@ -153,3 +154,23 @@ def test_synth_json_records_convention_and_spread(tmp_path):
     assert info_off["hidden_spread_px"]["pushed_mean_px"] == 0.0
     frames_off = read_sequence(off / "train" / "traj_0_to_0.tfrecords" / "0")[0]
     assert np.array_equal(frames_off, synth.simulate(0, "train", 0, hidden=False)["frames"])
+
+
+def test_training_refuses_a_causal_model_with_another_step_convention(synth_root, tmp_path, capsys):
+    from vidpred.cli import main
+    from vidpred.errors import ConfigError
+
+    synth.check_action_lag(synth_root, 0)  # the world's own convention
+    synth.check_action_lag(tmp_path, 1)  # no synth.json (e.g. BAIR): nothing to check against
+    with pytest.raises(ConfigError, match="model.action_lag=1 but .*synth.json records action_lag 0"):
+        synth.check_action_lag(synth_root, 1)
+    out = tmp_path / "run"
+    assert main(["train", "--config", "synth-cpu", "--out", str(out), f"data.root={synth_root}",
+                 "model.action_lag=1", "train.epochs=1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model.action_lag" in err and "\n" not in err
+    assert not out.exists()  # refused before anything is written
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "synth.json").write_text("{not json")
+    with pytest.raises(DataError, match="synth.json: not valid JSON"):
+        synth.read_info(tmp_path / "bad")

@@ -158,6 +158,12 @@ def test_predict_writes_gif_grid_and_actions_change_it(run, synth_root, tmp_path
         np.testing.assert_array_equal(cell, np.asarray(media.upscale(what["truth"][4], 2)))
 
 
+def ev_model(run):
+    from vidpred.training.checkpoint import load_model
+
+    return load_model(run)[0]
+
+
 def test_whatif_truth_is_the_simulator_under_the_new_actions(run, synth_root, tmp_path):
     """Zero actions keep the arm where it was in the simulator's row; other actions move it
     elsewhere; the rows that made the observed frames are not what-if."""
@@ -169,6 +175,10 @@ def test_whatif_truth_is_the_simulator_under_the_new_actions(run, synth_root, tm
     np.savetxt(zeros, np.zeros((30, 4)), delimiter=",")
     np.savetxt(other, np.tile([0.04, 0.0, 0.0, 1.0], (30, 1)), delimiter=",")
     still = ev.predict_run(run, index=1, samples=1, actions=zeros)
+    # the posterior row reconstructs the simulator's what-if future, not the recorded one
+    again = ev.predict_sequence(ev_model(run), still["truth"], ev.read_actions(zeros, torch.from_numpy(
+        conds[:T].copy()), first_row=n_past - load_config("synth-cpu").model.action_lag), n_past, 1, samples=1)
+    torch.testing.assert_close(still["posterior"], again["posterior"])
     info = json.loads((synth_root / "synth.json").read_text())
     recorded = synth.scripted_actions(info["params"]["seed"], "test", 1, info["params"]["hidden_causes"])
     replayed = synth.replay(0, "test", 1, np.concatenate([recorded[:n_past], np.zeros((T - n_past, 4))]))
@@ -198,9 +208,11 @@ def test_whatif_on_data_without_a_simulator_shows_only_the_observed_frames(run, 
     assert torch.isfinite(what["truth"][:2]).all() and torch.isnan(what["truth"][2:]).all()
     out = tmp_path / "p"
     media.write_prediction(what, out, mp4=False)
+    assert torch.isnan(what["posterior"]).all()
     with Image.open(out / "test_0_whatif_grid.png") as im:
-        x, y = media.cell_origin(0, 3, scale=2)
-        assert (np.asarray(im.convert("RGB"))[y:y + 128, x:x + 128] == media.EMPTY).all()
+        for row in (0, 1):  # no true future, no posterior reconstruction of it
+            x, y = media.cell_origin(row, 3, scale=2)
+            assert (np.asarray(im.convert("RGB"))[y:y + 128, x:x + 128] == media.EMPTY).all()
 
 
 def test_mp4_written_when_ffmpeg_available(tmp_path):

@@ -100,6 +100,7 @@ def test_report_shows_moving_region_numbers_and_n_a_for_old_files(runs, tmp_path
         del legacy[key]
     for m in ("psnr_moving", "ssim_moving"):
         del legacy["model"][m], legacy["copy_last"][m]
+    del legacy["latent"]
     write_json(legacy, old / "eval_test.json")
 
     out = tmp_path / "report"
@@ -115,6 +116,12 @@ def test_report_shows_moving_region_numbers_and_n_a_for_old_files(runs, tmp_path
     # whole-frame numbers beside them, the same in both files
     whole = f"{res['model']['psnr']['mean']['average']:.2f}"
     assert _row(page, "PSNR, mean over samples (dB)") == [whole, whole]
+    # the latent block: from the file, n/a for the legacy one
+    lat = res["latent"]
+    assert _row(page, "latent: best of N minus mean sample, moving region (dB)") == [
+        f"{lat['best_of_n_gain_db']['psnr_moving']:+.2f}", "n/a"]
+    assert _row(page, "latent: KL per predicted frame per level (nats)") == [
+        ", ".join(f"{v:.3g}" for v in lat["kl_per_frame"]), "n/a"]
     with Image.open(out / "eval_steps.png") as im:  # per-step plot: whole frame and moving region
         assert im.size[1] > 600
 
@@ -138,3 +145,27 @@ def test_report_images_load_in_chromium(report):
     assert len(images) >= 6
     broken = [src for src, complete, width in images if not (complete and width > 0)]
     assert not broken, f"images that did not load: {broken}"
+
+
+def test_report_shows_planning_results_of_runs_that_have_them(runs, tmp_path):
+    from vidpred.errors import DataError
+    from vidpred.reporting.report import build_report
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        shutil.copytree(runs[0], folder, ignore=shutil.ignore_patterns("tb"))
+    plan = {"episodes": 7, "seed": 3,
+            "model": {"success_rate": 0.4286, "final_distance_px": 3.21, "seconds_per_step": 0.57},
+            "random": {"success_rate": 0.1429, "final_distance_px": 9.87, "seconds_per_step": 0.0},
+            "simulator": {"success_rate": 1.0, "final_distance_px": 0.45, "seconds_per_step": 0.08}}
+    (a / "plan.json").write_text(json.dumps(plan))
+    out = tmp_path / "report"
+    build_report([a, b], out, evaluate=False, grid_samples=1)
+    page = (out / "index.html").read_text()
+    assert "Planning (<code>vidpred plan</code>)" in page
+    assert _row(page, "model") == ["43% &middot; 3.2 px &middot; 0.57 s/step", "-"]
+    assert _row(page, "simulator") == ["100% &middot; 0.5 px &middot; 0.08 s/step", "-"]
+    assert _row(page, "episodes") == ["7 tasks, seed 3", "-"]
+    (a / "plan.json").write_text("{broken")
+    with pytest.raises(DataError, match="plan.json: not valid JSON"):
+        build_report([a], tmp_path / "r2", evaluate=False, grid_samples=1)

@@ -521,7 +521,8 @@ def predict_run(run: str | Path, split: str = "test", index: int = 0, samples: i
     what-if file, or None) and ``truth_source``: ``recorded``; for a what-if ``simulator``
     (the synthetic world re-simulated under the what-if actions: ``truth`` is its true
     future) or ``none`` (other data: the recorded future is not the what-if's, so ``truth``
-    keeps the observed frames and its future frames are NaN).
+    keeps the observed frames and its future frames are NaN, and so is the posterior
+    reconstruction, which would need them).
     """
     from vidpred.data import open_split
     from vidpred.errors import DataError
@@ -543,14 +544,16 @@ def predict_run(run: str | Path, split: str = "test", index: int = 0, samples: i
     if actions is not None:
         # from the first action that acts on a predicted frame (frame t follows action t - lag)
         conds = read_actions(actions, conds, first_row=max(0, n_past - cfg.model.action_lag))
-    out = predict_sequence(model, frames, conds, n_past, index, samples=samples, seed=seed)
     if actions is not None:
         simulated = simulated_whatif(root, split, name, conds, n_past)
-        if simulated is not None:
-            out["truth"], source = simulated, "simulator"
+        if simulated is not None:  # its observed frames are the recorded ones: the posterior reads its future
+            frames, source = simulated, "simulator"
         else:
-            out["truth"][n_past:] = float("nan")
             source = "none"
+    out = predict_sequence(model, frames, conds, n_past, index, samples=samples, seed=seed)
+    if source == "none":  # no true future: nothing to show, nothing for the posterior to read
+        out["truth"][n_past:] = float("nan")
+        out["posterior"][:] = float("nan")
     out.update(name=name, n_past=n_past, index=index, split=split, checkpoint=str(ckpt_path),
                actions=None if actions is None else str(actions), truth_source=source)
     return out

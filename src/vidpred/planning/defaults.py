@@ -1,12 +1,15 @@
 """The planner's default budget and the arms, without imports: ``vidpred plan``'s flags read
 them without loading the simulator or torch."""
 
-SAMPLES = 200  # action sequences per CEM iteration (VP2's CEM)
+# VP2's CEM scores 200 samples x 3 iterations per plan: 6.5 s per plan with the demo's model on
+# the 2-core CPU (11 s with 1 thread; benchmarks/RESULTS.md). The default budget is cut to
+# fit about 2 s per plan there, and a plan is replanned every 3 steps.
+SAMPLES = 60  # action sequences per CEM iteration
 ITERATIONS = 3
 ELITE_FRACTION = 0.05  # at least 2 elites
 HORIZON = 10
-REPLAN_EVERY = 1
+REPLAN_EVERY = 3
 MODEL_SAMPLES = 1  # prior samples per action sequence (model arm)
-STEPS = 20  # executed steps per episode
+STEPS = 15  # executed steps per episode
 EPISODES = 10
 ARMS = ("model", "random", "simulator")

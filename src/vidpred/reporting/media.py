@@ -163,7 +163,8 @@ def prediction_grid(truth, posterior, samples, n_past: int, scale: int = 2,
     T = truth.shape[0]
     known = [bool(np.isfinite(np.asarray(truth[t])).all()) for t in range(T)]  # NaN: no true frame (what-if)
     rows = [(truth_label, [truth[t] if known[t] else None for t in range(T)])]
-    rows.append(("posterior", [None] + [posterior[t] for t in range(T - 1)]))
+    finite = lambda x: x if np.isfinite(np.asarray(x)).all() else None  # noqa: E731 (NaN: empty cell)
+    rows.append(("posterior", [None] + [finite(posterior[t]) for t in range(T - 1)]))
     rows += [(f"prior sample {s + 1}", [None] + [samples[s][t] for t in range(T - 1)]) for s in range(len(samples))]
     size = truth.shape[-1]
     width, height = grid_size(len(rows), T, scale, size)

@@ -8,6 +8,7 @@ under ``out/`` (relative links, so the folder can be copied or zipped):
   missing or older than the checkpoint; an older file without the moving-region
   numbers shows n/a for them);
 * training curves of all runs on one figure (beta and teacher forcing on a second axis);
+* planning success per arm, for runs with a ``plan.json`` (``vidpred plan``);
 * per run, the GIF and the per-step grid of one test sequence;
 * the configs: the keys that differ between runs, then each ``config.yaml`` in full.
 """
@@ -111,7 +112,7 @@ def build_report(runs: list[str | Path], out: str | Path, split: str = "test", i
         media = write_prediction(pred, folder, mp4=True)
         records = read_metrics(r)
         per_run.append({"label": label, "run": r, "folder": folder.name, "eval": ev, "media": media,
-                        "pred": pred, "records": records})
+                        "pred": pred, "records": records, "plan": read_plan(r)})
     done = [(e, l) for e, l in zip(evals, labels) if e is not None]
     steps_png = plot_eval_steps([e for e, _ in done], [l for _, l in done], out / "eval_steps.png") if done else None
 
@@ -202,6 +203,41 @@ def _eval_table(per_run: list[dict]) -> str:
     return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+PLAN_FILE = "plan.json"  # what `vidpred plan RUN` writes by default
+PLAN_ARMS = ("model", "random", "simulator")
+
+
+def read_plan(run: Path) -> dict | None:
+    """The run's ``plan.json`` (``vidpred plan``), or None when it has none."""
+    path = run / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        plan = json.loads(path.read_text())
+    except ValueError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(plan, dict) or not any(isinstance(plan.get(a), dict) for a in PLAN_ARMS):
+        raise DataError(f"{path}: not a vidpred plan result (expected keys {', '.join(PLAN_ARMS)})")
+    return plan
+
+
+def _plan_table(per_run: list[dict]) -> str:
+    """Runs as columns, one row per arm: success rate, mean final distance, planning seconds per step."""
+    head = "".join(f"<th>{html.escape(p['label'])}</th>" for p in per_run)
+    body = []
+    for arm in PLAN_ARMS:
+        cells = []
+        for p in per_run:
+            r = (p["plan"] or {}).get(arm)
+            cells.append(f"<td>{100 * r['success_rate']:.0f}% &middot; {r['final_distance_px']:.1f} px &middot; "
+                         f"{r['seconds_per_step']:.2f} s/step</td>" if isinstance(r, dict) else "<td>-</td>")
+        body.append(f"<tr><td>{arm}</td>{''.join(cells)}</tr>")
+    episodes = "".join(f"<td>{p['plan']['episodes']} tasks, seed {p['plan']['seed']}</td>" if p["plan"]
+                       else "<td>-</td>" for p in per_run)
+    body.append(f"<tr><td>episodes</td>{episodes}</tr>")
+    return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
 def _training_table(per_run: list[dict]) -> str:
     head = "".join(f"<th>{html.escape(p['label'])}</th>" for p in per_run)
     stats = []
@@ -265,6 +301,12 @@ def _html(title: str, split: str, per_run: list[dict], configs: list[dict], curv
         parts.append("<p>No evaluation available (run <code>vidpred evaluate</code> first).</p>")
     parts += ["<h2>Training</h2>", _training_table(per_run),
               f"<p><img src=\"{esc(curves)}\" alt=\"training curves\"></p>"]
+    if any(p["plan"] for p in per_run):
+        parts += ["<h2>Planning (<code>vidpred plan</code>)</h2>",
+                  "<p class=\"note\">Push-to-goal tasks in the simulator (docs/planning.md): CEM with the run's "
+                  "model, random actions, and the same CEM with the true simulator as its model. Per arm: share "
+                  "of tasks with the object within the success radius of the goal at the end, mean final "
+                  "distance, planning time per executed step.</p>", _plan_table(per_run)]
     first = per_run[0]["pred"]
     parts.append(f"<h2>Predictions: {esc(split)} sequence {index} ({esc(first['name'])})</h2>")
     parts.append("<p class=\"note\">Green: observed frames; red: predicted. The GIF shows the first prior "
