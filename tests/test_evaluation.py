@@ -176,8 +176,9 @@ def test_whatif_truth_is_the_simulator_under_the_new_actions(run, synth_root, tm
     np.savetxt(other, np.tile([0.04, 0.0, 0.0, 1.0], (30, 1)), delimiter=",")
     still = ev.predict_run(run, index=1, samples=1, actions=zeros)
     # the posterior row reconstructs the simulator's what-if future, not the recorded one
+    lag = load_config("synth-cpu").model.action_lag
     again = ev.predict_sequence(ev_model(run), still["truth"], ev.read_actions(zeros, torch.from_numpy(
-        conds[:T].copy()), first_row=n_past - load_config("synth-cpu").model.action_lag), n_past, 1, samples=1)
+        conds[:T].copy()), n_past, lag), n_past, 1, samples=1)
     torch.testing.assert_close(still["posterior"], again["posterior"])
     info = json.loads((synth_root / "synth.json").read_text())
     recorded = synth.scripted_actions(info["params"]["seed"], "test", 1, info["params"]["hidden_causes"])
@@ -193,10 +194,16 @@ def test_whatif_truth_is_the_simulator_under_the_new_actions(run, synth_root, tm
     assert torch.equal(went["truth"][:n_past], still["truth"][:n_past])
     # the recorded conditions of the observed steps stay: only later rows are read
     c = torch.from_numpy(conds[:T].copy())
-    lag = load_config("synth-cpu").model.action_lag
-    replaced = ev.read_actions(zeros, c, first_row=n_past - lag)
+    replaced = ev.read_actions(zeros, c, n_past, lag)
     assert torch.equal(replaced[: n_past - lag], c[: n_past - lag]) and replaced[n_past - lag:, :4].abs().max() == 0
     assert torch.equal(replaced[:, 4:], c[:, 4:])  # 4 columns: the positions are the recorded ones
+    seven = tmp_path / "seven.csv"  # 7 columns: positions too, but only of the frames to predict
+    np.savetxt(seven, np.full((30, 7), 0.5), delimiter=",")
+    for lag_ in (0, 1):
+        both = ev.read_actions(seven, c, n_past, lag_)
+        assert torch.equal(both[: n_past - lag_, :4], c[: n_past - lag_, :4])
+        assert (both[n_past - lag_:, :4] == 0.5).all()
+        assert torch.equal(both[:n_past, 4:], c[:n_past, 4:]) and (both[n_past:, 4:] == 0.5).all()
 
 
 def test_whatif_on_data_without_a_simulator_shows_only_the_observed_frames(run, synth_copy, tmp_path):

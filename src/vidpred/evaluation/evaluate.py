@@ -454,14 +454,15 @@ def predict_sequence(model, frames: torch.Tensor, conds: torch.Tensor, n_past: i
     }
 
 
-def read_actions(path: str | Path, conds: torch.Tensor, first_row: int = 0) -> torch.Tensor:
+def read_actions(path: str | Path, conds: torch.Tensor, n_past: int = 0, action_lag: int = 0) -> torch.Tensor:
     """Replace the conditions of a window (T, 7) by a what-if CSV (comma-separated, no header).
 
     Row t of the file is step t of the window. 4 columns replace the actions; 7 columns
     replace the actions and the end-effector positions, like the dataset's two files side
-    by side. Only rows from ``first_row`` on are used (:func:`predict_run` passes the first
-    action that acts on a predicted frame: the observed frames were made by the recorded
-    ones); the file still needs T rows.
+    by side. With ``n_past`` observed frames, only what concerns the predicted frames is
+    replaced: actions from row ``n_past - action_lag`` (frame t follows action
+    t - action_lag; the observed frames were made by the recorded ones) and positions from
+    row ``n_past``. The file still needs T rows.
     """
     from vidpred.data import read_condition_csv
     from vidpred.data.layout import ACTION_DIM, COND_DIM
@@ -483,9 +484,9 @@ def read_actions(path: str | Path, conds: torch.Tensor, first_row: int = 0) -> t
     if table.shape[0] < T:
         raise DataError(f"{path}: expected at least {T} rows (one per step of the window), got {table.shape[0]}")
     out = conds.clone()
-    out[first_row:, :ACTION_DIM] = table[first_row:T, :ACTION_DIM]
+    first = max(0, n_past - action_lag)
+    out[first:, :ACTION_DIM] = table[first:T, :ACTION_DIM]
     if n_cols == COND_DIM:  # positions of observed frames are facts: only future ones are replaced
-        n_past = first_row + 1 if first_row < T else T
         out[n_past:, ACTION_DIM:] = table[n_past:T, ACTION_DIM:]
     return out
 
@@ -542,8 +543,7 @@ def predict_run(run: str | Path, split: str = "test", index: int = 0, samples: i
     name = ds.sequence_name(index)
     source = "recorded"
     if actions is not None:
-        # from the first action that acts on a predicted frame (frame t follows action t - lag)
-        conds = read_actions(actions, conds, first_row=max(0, n_past - cfg.model.action_lag))
+        conds = read_actions(actions, conds, n_past, cfg.model.action_lag)
     if actions is not None:
         simulated = simulated_whatif(root, split, name, conds, n_past)
         if simulated is not None:  # its observed frames are the recorded ones: the posterior reads its future
