@@ -66,9 +66,9 @@ class ModelConfig:
     condition: str = "lab"
     """What the prediction of frame t may read of the conditions. ``lab`` (the assignment's
     model): (c_{t-1}, c_t), where c_t holds the end-effector position *of frame t*, future
-    information a planner does not have. ``causal``: the action that leads to frame t, the
-    end-effector position of the last observed frame and the sum of the displacement
-    commands since that frame (no position of a future frame is read)."""
+    information a planner does not have. ``causal``: the action that leads to frame t and the
+    end-effector positions of frames t-1 and t by dead reckoning (the last observed position
+    plus the displacement commands given since; no position of a future frame is read)."""
     action_lag: int = 1
     """Step convention of the data, for ``condition=causal``: frame t follows action
     ``t - action_lag``. 1 on BAIR (action[t] acts between frames t and t+1); 0 in the
