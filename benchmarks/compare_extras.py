@@ -47,7 +47,10 @@ def columns(ev: dict) -> dict[str, float]:
     }
 
 
-def spread(values: list[float], fmt: str) -> str:
+def spread(values: list[float | None], fmt: str) -> str:
+    """Mean (min..max) over the seeds; n/a where a value is missing (no moving pixel)."""
+    if any(x is None for x in values):
+        return "n/a"
     v = np.array(values, float)
     if len(v) == 1:
         return fmt.format(v[0])

@@ -397,7 +397,7 @@ def test_latent_block_is_computed_from_the_samples_and_the_posterior(run, synth_
     ds = open_split(synth_root, "test", window=5)
     frames = torch.stack([ds[i][0] for i in range(len(ds))])
     conds = torch.stack([ds[i][1] for i in range(len(ds))])
-    noise = torch.stack([ev.sample_noise(3, i, -1 % 2**31, (4, cfg.model.z_dim)) for i in range(len(ds))])
+    noise = torch.stack([ev.sample_noise(3, i, ev.POSTERIOR_NOISE, (4, cfg.model.z_dim)) for i in range(len(ds))])
     with torch.no_grad():
         r = rollout(model, frames, conds, 2, use_posterior=True, teacher_forcing=False, noise=noise)
     kl = r.kl[:, 1:].float()  # future frames 2..4

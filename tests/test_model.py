@@ -377,6 +377,8 @@ def test_causal_condition_is_action_and_dead_reckoned_positions(lag):
     got = model.causal_conditions(conds, frame, observed)[0]  # stats are 0 / 1: raw values
 
     def reckoned(f, o):  # last observed position plus the moves a_{k - lag}, k = o+1..f
+        if f < o:  # a frame already observed: its recorded position
+            return conds[0, max(f, 0), 4:]
         moves = sum((conds[0, k - lag, :3] for k in range(o + 1, f + 1)), torch.zeros(3))
         return conds[0, o, 4:] + moves
 
@@ -384,11 +386,14 @@ def test_causal_condition_is_action_and_dead_reckoned_positions(lag):
         torch.testing.assert_close(got[row, :4], conds[0, f - lag, :4])
         torch.testing.assert_close(got[row, 4:7], reckoned(f - 1, o))
         torch.testing.assert_close(got[row, 7:], reckoned(f, o))
-    torch.testing.assert_close(got[3, 4:7], conds[0, 1, 4:])  # an observed frame: its recorded position
+    torch.testing.assert_close(got[3, 7:], conds[0, 1, 4:])  # an observed frame: its recorded position
+    # encoding an observed frame (cond_conv=both): the recorded positions of it and of the frame before
+    enc = model.causal_conditions(conds, torch.tensor([0, 1]), torch.tensor([0, 1]))[0]
+    torch.testing.assert_close(enc[1, 4:7], conds[0, 0, 4:])
+    torch.testing.assert_close(enc[1, 7:], conds[0, 1, 4:])
+    torch.testing.assert_close(enc[0, 4:7], conds[0, 0, 4:])  # before the window: frame 0's own
     if lag == 1:  # frame 0 has no action in the window: the mean (0 after normalisation)
-        first = model.causal_conditions(conds, torch.tensor([0]), torch.tensor([0]))[0, 0]
-        assert first[:4].abs().max() == 0
-        torch.testing.assert_close(first[7:], conds[0, 0, 4:])
+        assert enc[0, :4].abs().max() == 0
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(cond_conv="both"), dict(CDNA, skip_frame="previous", coords=True)],
@@ -406,8 +411,9 @@ def test_causal_predictions_read_future_actions_but_no_future_position(kw, lag):
     moved[:, 2:, 4:] += 5.0  # positions of the frames to predict
     acted = conds.clone()
     acted[:, 3, :4] += 5.0  # one future action
-    for posterior in (False, True):
-        run = lambda c: rollout(model, frames, c, 2, use_posterior=posterior, noise=noise).pred  # noqa: E731
+    for posterior, forced in ((False, False), (True, True), (True, False)):  # sampling, training, posterior free run
+        run = lambda c: rollout(model, frames, c, 2, use_posterior=posterior, teacher_forcing=forced,  # noqa: E731
+                                noise=noise).pred
         torch.testing.assert_close(run(moved), run(conds))
         assert (run(acted) - run(conds)).abs().max() > 1e-7  # exactly 0 if the action were not read
     lab = SVG(tiny(**kw)).eval()
@@ -418,5 +424,8 @@ def test_causal_predictions_read_future_actions_but_no_future_position(kw, lag):
 def test_causal_config_is_checked():
     with pytest.raises(ConfigError, match="model.action_lag"):
         tiny(condition="causal", action_lag=2)
+    for dim in (4, 6, 8):
+        with pytest.raises(ConfigError, match="model.cond_dim must be 7"):
+            tiny(condition="causal", cond_dim=dim)
     with pytest.raises(ConfigError, match="model.condition"):
         tiny(condition="future")

@@ -169,3 +169,7 @@ def test_report_shows_planning_results_of_runs_that_have_them(runs, tmp_path):
     (a / "plan.json").write_text("{broken")
     with pytest.raises(DataError, match="plan.json: not valid JSON"):
         build_report([a], tmp_path / "r2", evaluate=False, grid_samples=1)
+    del plan["model"]["final_distance_px"]
+    (a / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(DataError, match="plan.json: model.final_distance_px must be a number, got None"):
+        build_report([a], tmp_path / "r3", evaluate=False, grid_samples=1)

@@ -120,9 +120,9 @@ class ModelConfig:
         if self.action_lag not in (0, 1):
             raise ConfigError(f"model.action_lag must be 0 (action t produces frame t) or 1 (action t acts "
                               f"between frames t and t+1), got {self.action_lag!r}")
-        if self.condition == "causal" and self.cond_dim <= 4:
-            raise ConfigError(f"model.condition=causal needs actions (4) and positions in the condition, "
-                              f"model.cond_dim is {self.cond_dim}")
+        if self.condition == "causal" and self.cond_dim != 7:
+            raise ConfigError(f"model.condition=causal reads actions (4 numbers) and end-effector positions "
+                              f"(3): model.cond_dim must be 7, got {self.cond_dim}")
         if self.coords and self.decoder != "cdna":
             raise ConfigError("model.coords needs the transformation decoder (model.decoder=cdna)")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:

@@ -201,6 +201,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "ssim_moving": model["ssim_moving"]["mean"]["average"],
             "copy_last_ssim_moving": copy["ssim_moving"]["average"],
             "best_of_n_gain_db": res["latent"]["best_of_n_gain_db"],
+            "posterior_gain_db": res["latent"]["posterior_gain_db"],
+            "diversity_moving": res["latent"]["diversity_moving"],
             "kl_per_frame": res["latent"]["kl_per_frame"],
         }
         for region, key, margin in (("whole frame", "psnr", "psnr_margin_db"),

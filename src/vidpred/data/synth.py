@@ -23,10 +23,11 @@ height the disc stops colliding with them and passes over.
 
 Actions come from smooth random plans: mostly "push" plans (approach a point
 behind a chosen object, then drive through it), sometimes a lifted move to a
-random point. Measured with ``python -m vidpred.data.synth --measure 200``
-(seed 0, 200 train sequences): some object ends more than 2 px from its start
-in 99.0% of sequences (95.5% above 5 px, 81% above 10 px; median largest
-displacement 16.5 px of 64); see ``benchmarks/RESULTS.md``.
+random point. Measured with ``python -m vidpred.data.synth --measure 200
+--hidden-causes off`` (seed 0, 200 train sequences, the world without hidden
+causes): some object ends more than 2 px from its start in 99.0% of sequences
+(95.5% above 5 px, 81% above 10 px; median largest displacement 16.5 px of 64);
+see ``benchmarks/RESULTS.md``.
 
 Hidden causes (``hidden=True``, ``vidpred data synth --hidden-causes on``, the
 default): every object gets a sliding friction scale, log-uniform in
@@ -600,7 +601,9 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
                     action_convention=ACTION_CONVENTION, action_lag=ACTION_LAG,
                     # final positions of pushed objects under resampled hidden properties,
                     # same start and actions; a deterministic world has no spread
-                    hidden_spread_px=spread if spread is not None else dict(mean_px=0.0, pushed_mean_px=0.0),
+                    hidden_spread_px=spread if spread is not None else dict(
+                        starts=0, draws=0, objects=0, pushed_objects=0, mean_px=0.0, pushed_mean_px=0.0,
+                        pushed_median_px=0.0, pushed_max_px=0.0),
                     seconds=round(seconds, 2), workers=workers)
         (tmp / SYNTH_INFO).write_text(json.dumps(info, indent=2) + "\n")
         replace_dir(tmp, dst)

@@ -66,6 +66,7 @@ from vidpred.evaluation.metrics import MOTION_THRESHOLD, masked_psnr, masked_ssi
 FORMAT = "vidpred-eval-1"  # the moving-region keys were added without a new format: readers must allow them missing
 STATS = ("first", "mean", "best", "worst")
 ROLLOUT_BATCH = 256  # most rollouts evaluated in one batch (sequences x samples)
+POSTERIOR_NOISE = -1 % 2**31  # the sample key of the posterior runs' noise (prior samples are 0, 1, ...)
 METRICS = ("psnr", "ssim")
 MOVING_METRICS = ("psnr_moving", "ssim_moving")  # on the moving region only (see the module docstring)
 RANK_BY = {"psnr": "psnr", "ssim": "psnr", "psnr_moving": "psnr_moving", "ssim_moving": "psnr_moving"}  # best/worst
@@ -255,7 +256,7 @@ def posterior_run(model, frames, conds, n_past: int, indices, seed: int) -> tupl
     step and level (B, F, levels)."""
     T = conds.shape[1]
     shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
-    noise = torch.stack([sample_noise(seed, int(i), -1 % 2**31, shape) for i in indices])
+    noise = torch.stack([sample_noise(seed, int(i), POSTERIOR_NOISE, shape) for i in indices])
     r = _rollout(model, frames, conds, n_past, use_posterior=True, teacher_forcing=False,
                  noise=noise.to(frames.device))
     return r.pred[:, n_past - 1 :].float().clamp(0, 1), r.kl[:, n_past - 1 :].float()
@@ -442,7 +443,7 @@ def predict_sequence(model, frames: torch.Tensor, conds: torch.Tensor, n_past: i
     T = c.shape[1]
     shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
     post = _rollout(model, x, c, n_past, use_posterior=True, teacher_forcing=True,
-                    noise=sample_noise(seed, index, -1 % 2**31, shape).unsqueeze(0).to(device))
+                    noise=sample_noise(seed, index, POSTERIOR_NOISE, shape).unsqueeze(0).to(device))
     outs = []
     for s in range(samples):
         noise = sample_noise(seed, index, s, shape).unsqueeze(0).to(device)
@@ -498,13 +499,20 @@ def simulated_whatif(root: str | Path, split: str, name: str, conds: torch.Tenso
     simulator did not make (BAIR)."""
     from vidpred.data import synth
 
+    from vidpred.errors import DataError
+
     info = synth.read_info(root)
     if info is None:
         return None
-    traj, k = name.rsplit("/", 1)
-    first = int(traj.split("_")[1])  # traj_<a>_to_<b>
-    index = first + int(k)
+    try:  # <traj>/<k> with traj = traj_<a>_to_<b>: sequence a + k of the split
+        traj, k = name.rsplit("/", 1)
+        index = int(traj.split("_")[1]) + int(k)
+    except (ValueError, IndexError):
+        raise DataError(f"{root}/{split}: sequence name {name!r} is not traj_<a>_to_<b>/<k>, so the simulator "
+                        f"cannot re-run it") from None
     params = info["params"]
+    if not isinstance(params.get("seed"), int):
+        raise DataError(f"{Path(root) / synth.SYNTH_INFO}: params.seed must be an integer, got {params.get('seed')!r}")
     hidden = bool(params.get("hidden_causes", False))
     recorded = synth.scripted_actions(params["seed"], split, index, hidden)
     T = conds.shape[0]
@@ -543,7 +551,12 @@ def predict_run(run: str | Path, split: str = "test", index: int = 0, samples: i
     name = ds.sequence_name(index)
     source = "recorded"
     if actions is not None:
-        conds = read_actions(actions, conds, n_past, cfg.model.action_lag)
+        # which rows made the observed frames is the data's convention: synth.json's where it has one
+        from vidpred.data.synth import ACTION_LAG, read_info
+
+        info = read_info(root)
+        lag = cfg.model.action_lag if info is None else int(info.get("action_lag", ACTION_LAG))
+        conds = read_actions(actions, conds, n_past, lag)
     if actions is not None:
         simulated = simulated_whatif(root, split, name, conds, n_past)
         if simulated is not None:  # its observed frames are the recorded ones: the posterior reads its future

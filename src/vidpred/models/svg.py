@@ -144,8 +144,8 @@ class SVG(nn.Module):
         ``observed`` (S,) <= frame, (B, S, cond_dim + 3), normalised: the action leading to the
         frame, and the end-effector positions of the frame before and of the frame itself as
         dead reckoning tells them: the last observed position plus the displacement commands
-        given since (the pair the lab condition reads from the data, with no position of a
-        frame not yet observed). Dead reckoning takes an action's (dx, dy, dz) to be a
+        given since, or the recorded position of a frame already observed (the pair the lab
+        condition reads from the data, with no position of a frame not yet observed). Dead reckoning takes an action's (dx, dy, dz) to be a
         displacement in position units, true of the synthetic world and of BAIR's commands.
         An action before the window (frame 0 with action_lag 1) is the mean action."""
         lag = self.cfg.action_lag
@@ -159,9 +159,11 @@ class SVG(nn.Module):
         prefix = torch.cat([torch.zeros_like(moves[:, :1]), moves.cumsum(1)], 1)
         start = prefix[:, observed - lag + 1]
 
-        def reckoned(f: torch.Tensor) -> torch.Tensor:  # position of frame f (f >= o - 1)
+        def reckoned(f: torch.Tensor) -> torch.Tensor:  # position of frame f
             since = prefix[:, (torch.maximum(f, observed) - lag + 1)] - start
-            return (conds[:, observed, ACTION_DIM:] + since - mean[ACTION_DIM:]) / std[ACTION_DIM:]
+            known = torch.where((f < observed)[:, None], conds[:, f.clamp(min=0), ACTION_DIM:],
+                                conds[:, observed, ACTION_DIM:] + since)  # f < o: observed, recorded
+            return (known - mean[ACTION_DIM:]) / std[ACTION_DIM:]
 
         return torch.cat([action, reckoned(frame - 1), reckoned(frame)], -1)
 

@@ -218,6 +218,13 @@ def read_plan(run: Path) -> dict | None:
         raise DataError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(plan, dict) or not any(isinstance(plan.get(a), dict) for a in PLAN_ARMS):
         raise DataError(f"{path}: not a vidpred plan result (expected keys {', '.join(PLAN_ARMS)})")
+    for key in ("episodes", "seed"):
+        if not isinstance(plan.get(key), int):
+            raise DataError(f"{path}: {key} must be an integer, got {plan.get(key)!r}")
+    for arm in PLAN_ARMS:
+        for key in ("success_rate", "final_distance_px", "seconds_per_step"):
+            if isinstance(plan.get(arm), dict) and not isinstance(plan[arm].get(key), (int, float)):
+                raise DataError(f"{path}: {arm}.{key} must be a number, got {plan[arm].get(key)!r}")
     return plan
 
 
