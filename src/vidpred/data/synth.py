@@ -516,9 +516,8 @@ def scripted_actions(seed: int, split: str, index: int, hidden: bool) -> np.ndar
     episode = Episode(seed, split, index, hidden=hidden)
     actions = []
     for _t in range(SEQ_LEN):
-        dxy, dz, gripper = episode.planner.next_action()
-        episode.world.step(dxy, dz, gripper)
-        actions.append([dxy[0] / WORLD, dxy[1] / WORLD, dz, gripper])
+        actions.append(episode.scripted_action())
+        episode.step(actions[-1])  # dataset units x WORLD (a power of 2) is the scripted move, exactly
     return np.array(actions)
 
 
