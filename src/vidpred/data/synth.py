@@ -417,12 +417,16 @@ class Episode:
         a = np.asarray(action, dtype=np.float64)
         if a.shape != (4,) or not np.isfinite(a).all():
             raise ConfigError(f"an action must be 4 finite numbers (dx, dy, dz, gripper), got {action!r}")
+        self.world.step(self.clip_move(a[:2] * WORLD), float(a[2]), float(np.clip(a[3], -1.0, 1.0)))
+
+    def clip_move(self, dxy: np.ndarray) -> np.ndarray:
+        """The set-point move ``dxy`` (units) that :meth:`step` executes from here: cut where it
+        would leave the table (as the scripted plans keep it on), else ``dxy`` itself, exactly."""
         here = np.array(self.world.target.position)
-        dxy = a[:2] * WORLD
-        margin = WALL + EFF_RADIUS  # the set-point stays on the table, as the scripted plans keep it
+        margin = WALL + EFF_RADIUS
         if ((here + dxy < margin) | (here + dxy > WORLD - margin)).any():
-            dxy = np.clip(here + dxy, margin, WORLD - margin) - here
-        self.world.step(dxy, float(a[2]), float(np.clip(a[3], -1.0, 1.0)))
+            return np.clip(here + dxy, margin, WORLD - margin) - here
+        return dxy
 
     def position(self) -> np.ndarray:
         """(x, y, z) of the end-effector in dataset units."""
@@ -444,16 +448,13 @@ def simulate(seed: int, split: str, index: int, hidden: bool = False) -> dict:
     between the first and last frame. ``hidden``: objects get hidden friction and mass
     (``hidden=False`` is the world of vidpred <= 0.1, bit for bit)."""
     episode = Episode(seed, split, index, hidden=hidden)
-    world = episode.world
     frames, actions, positions, object_tracks = [], [], [], []
     for _t in range(SEQ_LEN):
-        dxy, dz, gripper = episode.planner.next_action()
-        world.step(dxy, dz, gripper)
-        actions.append([dxy[0] / WORLD, dxy[1] / WORLD, dz, gripper])
-        x, y = world.eff.position
-        positions.append([x / WORLD, y / WORLD, world.z])
+        actions.append(episode.scripted_action())
+        episode.step(actions[-1])  # dataset units x WORLD (a power of 2) is the scripted move, exactly
+        positions.append(episode.position())
         frames.append(episode.render())
-        object_tracks.append(world.object_positions())
+        object_tracks.append(episode.object_positions())
     tracks = np.stack(object_tracks)  # (30, n_objects, 2)
     return dict(frames=np.stack(frames), actions=np.array(actions, np.float32),
                 positions=np.array(positions, np.float32), tracks=tracks, max_displacement=_moved(tracks))

@@ -206,9 +206,7 @@ class PushEnv:
 
     def clip_move(self, dxy: np.ndarray) -> np.ndarray:
         """(dx, dy) as ``Episode.step`` will execute it from here (the set-point kept on the table)."""
-        here = np.array(self.episode.world.target.position)
-        margin = WALL + EFF_RADIUS
-        return (np.clip(here + np.asarray(dxy) * WORLD, margin, WORLD - margin) - here) / WORLD
+        return self.episode.clip_move(np.asarray(dxy, dtype=np.float64) * WORLD) / WORLD
 
     def render(self) -> np.ndarray:
         """The current frame, uint8 (64, 64, 3)."""
