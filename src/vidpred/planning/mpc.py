@@ -17,9 +17,7 @@ beside them the tasks, the planner settings and the success radius.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, check_mode
 from vidpred.planning.defaults import ARMS, EPISODES, MODEL_SAMPLES, STEPS
 from vidpred.planning.env import (GOAL_CONE_DEG, GOAL_DISTANCE_PX, MAX_GAP_PX, MIN_CONTRAST, SUCCESS_RADIUS_PX,
                                   TASK_SPLIT, PushEnv, Task, find_tasks)
+from vidpred.training.checkpoint import write_atomic
 
 FORMAT = "vidpred-plan-1"
 ARM_KEYS = {"model": 1, "random": 2, "simulator": 3}
@@ -213,15 +212,7 @@ def write_gifs(pictures: dict, out: Path, episode: int, task: Task, n_past: int,
                      ("simulator, first plan", "model imagined")))
     for name, left, right, titles in jobs:
         frames = comparison_frames(left, right, n_past, scale=scale, titles=titles)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".gif", dir=out)
-        os.close(fd)
-        try:
-            save_gif(frames, tmp)
-            os.replace(tmp, out / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths.append(out / name)
+        paths.append(write_atomic(out / name, lambda f, frames=frames: save_gif(frames, f)))
     return paths
 
 
@@ -229,17 +220,7 @@ def write_json(result: dict, path: str | Path) -> Path:
     """Write atomically (temporary file in the same folder, then rename): never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(result, indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
 
 
 def format_summary(result: dict) -> str:

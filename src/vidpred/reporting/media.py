@@ -103,11 +103,12 @@ def comparison_frames(truth, prediction, n_past: int, scale: int = 3,
     return out
 
 
-def save_gif(frames: list[Image.Image], path: str | Path, frame_ms: int = 400, last_ms: int = 1200) -> Path:
-    """An endlessly looping GIF; the last frame is held longer so the loop is readable."""
-    path = Path(path)
+def save_gif(frames: list[Image.Image], path, frame_ms: int = 400, last_ms: int = 1200):
+    """An endlessly looping GIF; the last frame is held longer so the loop is readable.
+    ``path``: a file name (returned as a Path) or a binary file object (returned as is)."""
+    path = Path(path) if isinstance(path, (str, Path)) else path
     durations = [frame_ms] * (len(frames) - 1) + [last_ms]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0,
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
                    optimize=False, disposal=1)
     return path
 
