@@ -33,7 +33,7 @@ import torch
 def reference_loss(model, frames, conds, n_past: int):
     """The reference's schedule of computation (edenton/svg train.py), same layers as ours."""
     B, T = frames.shape[:2]
-    step_cond, _ = model.embed_conditions(conds, n_past)
+    step_cond, _, _ = model.embed_conditions(conds, n_past)
     post = prior = pred = None
     mse = kld = 0.0
     skip = None

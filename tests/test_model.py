@@ -77,9 +77,11 @@ CDNA = dict(decoder="cdna", kernel_size=3)
     [dict(), dict(codec="vgg64"), dict(prior="fixed"), dict(levels=2, align=True, cond_conv="both"),
      CDNA, dict(CDNA, skip_frame="previous"), dict(CDNA, codec="vgg64", skip_frame="previous"),
      dict(CDNA, coords=True, skip_frame="previous"),
-     dict(condition="causal", cond_conv="both", levels=2), dict(condition="causal", action_lag=0)],
+     dict(condition="causal", cond_conv="both", levels=2), dict(condition="causal", action_lag=0),
+     dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True),
+     dict(codec="vgg64", pose_map=True, levels=2)],
     ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords",
-         "causal-extras", "causal-lag0"],
+         "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -90,8 +92,8 @@ def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     frames, conds = batch()
     noise = torch.randn(2, 5, model.cfg.levels * model.cfg.z_dim)
     fast = rollout(model, frames, conds, 2, noise=noise)
-    step_cond, frame_cond = model.embed_conditions(conds, 2)
-    slow = _rollout_stepwise(model, frames, 2, noise, step_cond, frame_cond, True, True)
+    step_cond, frame_cond, pose = model.embed_conditions(conds, 2)
+    slow = _rollout_stepwise(model, frames, 2, noise, step_cond, frame_cond, pose, True, True)
     torch.testing.assert_close(fast.pred, slow.pred, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.kl, slow.kl, rtol=1e-5, atol=1e-5)
     assert fast.pred.shape == (2, 5, 3, 64, 64)
@@ -396,8 +398,9 @@ def test_causal_condition_is_action_and_dead_reckoned_positions(lag):
         assert enc[0, :4].abs().max() == 0
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(cond_conv="both"), dict(CDNA, skip_frame="previous", coords=True)],
-                         ids=["pixel", "cond-conv", "cdna-coords"])
+@pytest.mark.parametrize("kw", [dict(), dict(cond_conv="both"), dict(CDNA, skip_frame="previous", coords=True),
+                                dict(CDNA, skip_frame="previous", coords=True, pose_map=True)],
+                         ids=["pixel", "cond-conv", "cdna-coords", "pose-map"])
 @pytest.mark.parametrize("lag", [0, 1])
 def test_causal_predictions_read_future_actions_but_no_future_position(kw, lag):
     """A planner knows the actions it will take, not where the arm will be: with
@@ -429,3 +432,59 @@ def test_causal_config_is_checked():
             tiny(condition="causal", cond_dim=dim)
     with pytest.raises(ConfigError, match="model.condition"):
         tiny(condition="future")
+
+
+def test_pose_map_draws_each_position_where_the_synthetic_world_renders_it():
+    """The heat maps peak at the pixel of the table position (x, y in table fractions, as the
+    synthetic world's renderer draws them), at every decoder scale; z changes nothing."""
+    pose = SVG(tiny(decoder="cdna", pose_map=True)).pose
+    positions = torch.tensor([[[0.25, 0.75, 0.0], [0.5, 0.125, 0.14]]])  # (1, 2, 3)
+    for size in [4, 8, 16, 32, 64]:
+        heat = pose.heat(positions, size)
+        assert heat.shape == (1, 2, size, size)
+        for p in range(2):
+            row, col = divmod(int(heat[0, p].argmax()), size)
+            # the pixel whose centre is nearest the position (ties: either neighbour)
+            for got, want in ((col, positions[0, p, 0]), (row, positions[0, p, 1])):
+                assert abs((got + 0.5) / size - float(want)) <= 0.5 / size + 1e-6, (size, p, got, want)
+    torch.testing.assert_close(pose.heat(positions, 64), pose.heat(positions * torch.tensor([1, 1, 0.0]), 64))
+
+
+def test_pose_map_moves_the_decoder_output_where_the_arm_goes():
+    """With pose maps, a commanded move changes the prediction most where the command takes
+    the arm (dead reckoned): the maps are wired to the decoder's output at the right place."""
+    torch.manual_seed(0)
+    model = SVG(tiny(**CDNA, condition="causal", action_lag=0, pose_map=True)).eval()
+    with torch.no_grad():  # make the maps matter: a strong output shift of the generated-image mask
+        model.pose.out.weight.zero_()
+        model.pose.out.weight[3 + model.transform.n_kernels + BACKGROUNDS.index("generated"), 1] = 20.0
+    frames, conds = batch()
+    conds[:, :, 4:] = torch.tensor([0.5, 0.5, 0.0])
+    conds[:, :, :4] = 0.0
+    moved = conds.clone()
+    moved[:, 2, :2] = torch.tensor([0.25, 0.0])  # frame 2: the arm commanded to x = 0.75, y = 0.5
+    noise = torch.randn(2, 5, 4)
+    out = lambda c: rollout(model, frames, c, 2, use_posterior=False, noise=noise).pred[:, 1]  # noqa: E731
+    diff = (out(moved) - out(conds)).abs().sum((0, 1))  # (64, 64)
+    near = diff[28:36, 44:52].mean()  # around pixel (48, 32)
+    far = diff[:, :16].mean()
+    assert near > 10 * far and near > 1e-2
+
+
+def test_pose_map_config_is_checked():
+    with pytest.raises(ConfigError, match="model.pose_map .* model.cond_dim must be 7"):
+        tiny(pose_map=True, cond_dim=4)
+
+
+def test_pose_map_positions_are_the_causal_condition_s():
+    """The positions drawn for step t are those of frames t-1 and t as the causal condition
+    holds them: recorded while observed, dead reckoned after; nothing of a frame not yet observed."""
+    model = SVG(tiny(**CDNA, condition="causal", action_lag=0, pose_map=True))
+    _, conds = batch(B=1, T=5)
+    _, _, pose = model.embed_conditions(conds, 2)
+    assert pose.shape == (1, 4, 2, 3)
+    p, a = conds[0, :, 4:], conds[0, :, :3]
+    for t in range(1, 5):
+        o = min(t - 1, 1)
+        reckon = lambda f: p[f] if f <= o else p[o] + a[o + 1 : f + 1].sum(0)  # noqa: E731
+        torch.testing.assert_close(pose[0, t - 1], torch.stack([reckon(t - 1), reckon(t)]))

@@ -92,6 +92,11 @@ class ModelConfig:
     coords: bool = False
     """``decoder=cdna``: move source coordinates instead of colours (one interpolation of an
     observed frame per prediction, however many steps the model has run free)."""
+    pose_map: bool = False
+    """Draw the end-effector positions of frames t-1 and t that the condition holds (dead
+    reckoned under ``condition=causal``) as heat maps added to the decoder's features at every
+    scale, so it knows where in the image the arm goes (``models/pose.py``). Positions map to
+    pixels through a learned affine map initialised to the synthetic world's table units."""
     skip_frame: str = "last"
     """Frame whose encoder features feed the decoder's skips: ``last`` observed (SVG) or
     ``previous`` (x_{t-1}, observed or predicted: the decoder sees where things are now)."""
@@ -123,6 +128,9 @@ class ModelConfig:
         if self.condition == "causal" and self.cond_dim != 7:
             raise ConfigError(f"model.condition=causal reads actions (4 numbers) and end-effector positions "
                               f"(3): model.cond_dim must be 7, got {self.cond_dim}")
+        if self.pose_map and self.cond_dim != 7:
+            raise ConfigError(f"model.pose_map draws end-effector positions (condition numbers 5-7): "
+                              f"model.cond_dim must be 7, got {self.cond_dim}")
         if self.coords and self.decoder != "cdna":
             raise ConfigError("model.coords needs the transformation decoder (model.decoder=cdna)")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:

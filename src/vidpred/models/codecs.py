@@ -201,6 +201,7 @@ class DCGANDecoder(nn.Module):
         w = _widths(width)
         kw = dict(transpose=True, norm=norm, cond_dim=cond_dim)
         self.stage_in_channels = [w[3], w[2], w[1], w[0]]  # channels of x entering each stage
+        self.stage_in_sizes = [4, 8, 16, 32]  # and its size (px)
         self.inp = ConvBlock(g_dim, w[3], 4, 1, 0, **kw)  # 1 -> 4
         self.stages = nn.ModuleList(
             [
@@ -212,11 +213,12 @@ class DCGANDecoder(nn.Module):
         )
 
     def forward(self, h, skips, c=None, inject=()):
-        """h (N,g_dim), skips finest first, c (N,E) or None, inject: per-stage (N,C) shifts."""
+        """h (N,g_dim), skips finest first, c (N,E) or None, inject: per-stage shifts
+        broadcastable to the stage's input (N, C, s, s): (N, C, 1, 1) or spatial maps."""
         x = self.inp(h[:, :, None, None], c)
         for i, (stage, skip) in enumerate(zip(self.stages, reversed(skips))):
             if i < len(inject):
-                x = x + inject[i][:, :, None, None]
+                x = x + inject[i]
             x = stage(torch.cat([x, skip], 1), c)
         return x
 
@@ -264,6 +266,7 @@ class VGGDecoder(nn.Module):
             return ConvBlock(cin, cout, 3, 1, 1, norm=norm, cond_dim=cond_dim)
 
         self.stage_in_channels = [w[3], w[2], w[1], w[0]]  # channels of x entering each stage
+        self.stage_in_sizes = [8, 16, 32, 64]  # and its size (px, after the upsampling)
         self.inp = ConvBlock(g_dim, w[3], 4, 1, 0, transpose=True, norm=norm, cond_dim=cond_dim)  # 1 -> 4
         self.stages = nn.ModuleList(
             [
@@ -275,12 +278,13 @@ class VGGDecoder(nn.Module):
         )
 
     def forward(self, h, skips, c=None, inject=()):
-        """h (N,g_dim), skips finest first, c (N,E) or None, inject: per-stage (N,C) shifts."""
+        """h (N,g_dim), skips finest first, c (N,E) or None, inject: per-stage shifts
+        broadcastable to the stage's input (N, C, s, s): (N, C, 1, 1) or spatial maps."""
         x = self.inp(h[:, :, None, None], c)
         for i, (stage, skip) in enumerate(zip(self.stages, reversed(skips))):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
             if i < len(inject):
-                x = x + inject[i][:, :, None, None]
+                x = x + inject[i]
             x = stage(torch.cat([x, skip], 1), c)
         return x
 

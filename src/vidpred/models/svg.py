@@ -46,6 +46,7 @@ from torch import nn
 
 from vidpred.config import ModelConfig
 from vidpred.models.codecs import build_codec, per_step_statistics
+from vidpred.models.pose import PoseMap
 from vidpred.models.recurrent import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
 from vidpred.models.transform import CDNAHead, identity_coords
 
@@ -103,6 +104,10 @@ class SVG(nn.Module):
         self.predictor = PredictorLSTM(G + Z + E, cfg.rnn_size, G, cfg.predictor_layers)
         # Lower latent levels shift the decoder's features at their own scale.
         self.inject = nn.ModuleList(nn.Linear(Z, ch) for ch in self.decoder.stage_in_channels[: L - 1])
+        # model.pose_map: the arm positions of frames t-1 and t drawn as heat maps for the decoder
+        self.pose = PoseMap(self.decoder.stage_in_channels, self.decoder.stage_in_sizes,
+                            self.transform.decoder_channels if self.transform is not None else 0) \
+            if cfg.pose_map else None
         self.flow = nn.Linear(G, 2 * FLOW_GRID * FLOW_GRID) if cfg.align else None
         if self.flow is not None:  # start as the identity warp
             nn.init.zeros_(self.flow.weight)
@@ -125,19 +130,27 @@ class SVG(nn.Module):
     # -- pieces used by the rollout -------------------------------------------------
 
     def embed_conditions(self, conds: torch.Tensor, n_past: int):
-        """conds (B, T, 7) raw -> (step embeddings (B, T-1, E) or None, frame embeddings (B, T, E) or None)."""
+        """conds (B, T, 7) raw -> (step embeddings (B, T-1, E) or None, frame embeddings (B, T, E)
+        or None, pose (B, T-1, 2, 3) or None: for ``model.pose_map``, the raw end-effector
+        positions of step t's frames t-1 and t as the condition holds them)."""
         c = (conds - self.cond_mean) / self.cond_std
         T = conds.shape[1]
+        t = torch.arange(T, device=conds.device)
+        # predicting frame t: last observed frame before t; encoding frame j: at or before j
+        observed = (t[1:] - 1).clamp(max=n_past - 1)
+        pose = None
         if self.cfg.condition == "lab":
             step_in, frame_in = torch.cat([c[:, :-1], c[:, 1:]], -1), c
+            if self.pose is not None:
+                pose = torch.stack([conds[:, :-1, ACTION_DIM:], conds[:, 1:, ACTION_DIM:]], 2)
         else:
-            t = torch.arange(T, device=conds.device)
-            # predicting frame t: last observed frame before t; encoding frame j: at or before j
-            step_in = self.causal_conditions(conds, t[1:], (t[1:] - 1).clamp(max=n_past - 1))
+            step_in = self.causal_conditions(conds, t[1:], observed)
             frame_in = self.causal_conditions(conds, t, t.clamp(max=n_past - 1))
+            if self.pose is not None:
+                pose = self.reckoned_positions(conds, t[1:], observed)
         step = self.step_cond(step_in) if self.step_cond is not None else None
         frame = self.frame_cond(frame_in) if self.frame_cond is not None else None
-        return step, frame
+        return step, frame, pose
 
     def causal_conditions(self, conds: torch.Tensor, frame: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """The causal condition of frames ``frame`` (S,) given the last observed frames
@@ -153,6 +166,14 @@ class SVG(nn.Module):
         a = (conds[..., :ACTION_DIM] - mean[:ACTION_DIM]) / std[:ACTION_DIM]
         idx = frame - lag
         action = a[:, idx.clamp(min=0)] * (idx >= 0).to(a.dtype)[None, :, None]
+        p = (self.reckoned_positions(conds, frame, observed) - mean[ACTION_DIM:]) / std[ACTION_DIM:]
+        return torch.cat([action, p[:, :, 0], p[:, :, 1]], -1)
+
+    def reckoned_positions(self, conds: torch.Tensor, frame: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Raw end-effector positions (B, S, 2, 3) of frames ``frame - 1`` and ``frame`` (S,) given
+        the last observed frames ``observed`` (S,): recorded for frames before ``observed``,
+        else the position of ``observed`` plus the displacement commands given since."""
+        lag = self.cfg.action_lag
         # positions: p_o + sum of moves a_{k - lag}, k = o+1..f, through a prefix sum S[j] = sum_{i<j} a_i
         moves = torch.zeros_like(conds[..., ACTION_DIM:])
         moves[..., :MOVE_DIM] = conds[..., :MOVE_DIM]
@@ -161,11 +182,10 @@ class SVG(nn.Module):
 
         def reckoned(f: torch.Tensor) -> torch.Tensor:  # position of frame f
             since = prefix[:, (torch.maximum(f, observed) - lag + 1)] - start
-            known = torch.where((f < observed)[:, None], conds[:, f.clamp(min=0), ACTION_DIM:],
-                                conds[:, observed, ACTION_DIM:] + since)  # f < o: observed, recorded
-            return (known - mean[ACTION_DIM:]) / std[ACTION_DIM:]
+            return torch.where((f < observed)[:, None], conds[:, f.clamp(min=0), ACTION_DIM:],
+                               conds[:, observed, ACTION_DIM:] + since)  # f < o: observed, recorded
 
-        return torch.cat([action, reckoned(frame - 1), reckoned(frame)], -1)
+        return torch.stack([reckoned(frame - 1), reckoned(frame)], 2)
 
     def encode(self, frames: torch.Tensor, frame_cond: torch.Tensor | None = None):
         """frames (B, S, 3, H, W) -> h (B, S, g), skips [(B, S, C, h, w)], all frames in one batched pass."""
@@ -178,8 +198,10 @@ class SVG(nn.Module):
             h, skips = self.encoder(x, c)
         return h.view(B, S, -1), [s.view(B, S, *s.shape[1:]) for s in skips]
 
-    def decode(self, g: torch.Tensor, skips: list[torch.Tensor], z: torch.Tensor, step_cond, context=None):
-        """g (B, S, g_dim), skips [(B, S, C, h, w)], z (B, S, levels*z_dim)
+    def decode(self, g: torch.Tensor, skips: list[torch.Tensor], z: torch.Tensor, step_cond, context=None,
+               pose=None):
+        """g (B, S, g_dim), skips [(B, S, C, h, w)], z (B, S, levels*z_dim), pose (B, S, 2, 3)
+        raw positions for ``model.pose_map`` (else None, see :meth:`embed_conditions`)
         -> (frames (B, S, 3, H, W), coords (B, S, 2, H, W) or None).
 
         context (``decoder=cdna`` only): ``(previous (B, S, 3, H, W), first (B, 3, H, W),
@@ -196,10 +218,16 @@ class SVG(nn.Module):
             skips = self._align(skips, g)
         Z = self.cfg.z_dim
         zf = z.flatten(0, 1)
-        inject = [proj(zf[:, (l + 1) * Z : (l + 2) * Z]) for l, proj in enumerate(self.inject)]
+        inject = [proj(zf[:, (l + 1) * Z : (l + 2) * Z])[:, :, None, None] for l, proj in enumerate(self.inject)]
+        out_shift = None
+        if self.pose is not None:
+            maps, out_shift = self.pose(pose.flatten(0, 1))
+            inject = [m + inject[i] if i < len(inject) else m for i, m in enumerate(maps)]
         c = step_cond.flatten(0, 1) if (step_cond is not None and self.cfg.cond_conv != "none") else None
         with per_step_statistics(self.decoder, S):
             x = self.decoder(g, skips, c, inject)
+        if out_shift is not None:  # the transformation decoder's raw masks and generated image
+            x = x + out_shift
         coords_t = None
         if self.transform is not None:
             previous, first, last, ref, coords = context
@@ -300,14 +328,15 @@ def rollout(
         raise ValueError(f"rollout needs {T if use_posterior else n_past} frames, got {frames.shape[1]}")
     if noise is None:
         noise = torch.randn(B, T - 1, L * Z, generator=generator, device=frames.device, dtype=frames.dtype)
-    step_cond, frame_cond = model.embed_conditions(conds, n_past)
+    step_cond, frame_cond, pose = model.embed_conditions(conds, n_past)
     if use_posterior and teacher_forcing:
-        return _rollout_teacher_forced(model, frames, n_past, noise, step_cond, frame_cond)
-    return _rollout_stepwise(model, frames, n_past, noise, step_cond, frame_cond, use_posterior, teacher_forcing)
+        return _rollout_teacher_forced(model, frames, n_past, noise, step_cond, frame_cond, pose)
+    return _rollout_stepwise(model, frames, n_past, noise, step_cond, frame_cond, pose, use_posterior,
+                             teacher_forcing)
 
 
 def _rollout_stepwise(
-    model: SVG, frames, n_past, noise, step_cond, frame_cond, use_posterior: bool, teacher_forcing: bool
+    model: SVG, frames, n_past, noise, step_cond, frame_cond, pose, use_posterior: bool, teacher_forcing: bool
 ) -> RolloutOutput:
     """Step by step: ground truth is encoded in one batched pass, predicted frames
     only as they are fed back."""
@@ -353,14 +382,15 @@ def _rollout_stepwise(
         e = None if step_cond is None else step_cond[:, t - 1 : t]
         z_top = z[..., : model.cfg.z_dim]  # level 1 drives the dynamics; lower levels go to the decoder
         g, pred_state = model.predictor(torch.cat([h_prev, z_top] + ([e] if e is not None else []), -1), pred_state)
-        pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords))
+        pose_t = None if pose is None else pose[:, t - 1 : t]
+        pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords), pose_t)
         preds.append(pred)
         coords = coords_t  # where the predicted frame's pixels come from in ref (None without model.coords)
         kls.append(kl)
     return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1))
 
 
-def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_cond) -> RolloutOutput:
+def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_cond, pose) -> RolloutOutput:
     """All inputs are ground truth, so every LSTM runs over the whole window in one call
     and every frame is encoded and decoded in one batched pass."""
     B, T = frames.shape[:2]
@@ -374,7 +404,7 @@ def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_
     H, W = frames.shape[-2:]
     ident = identity_coords(B * (T - 1), H, W, frames.device).view(B, T - 1, 2, H, W) if model.cfg.coords else None
     context = (frames[:, :-1], frames[:, 0], frames[:, last], frames[:, :-1], ident)
-    pred, _ = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context)
+    pred, _ = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context, pose)
     return RolloutOutput(pred=pred, kl=kl)
 
 
