@@ -488,3 +488,20 @@ def test_pose_map_positions_are_the_causal_condition_s():
         o = min(t - 1, 1)
         reckon = lambda f: p[f] if f <= o else p[o] + a[o + 1 : f + 1].sum(0)  # noqa: E731
         torch.testing.assert_close(pose[0, t - 1], torch.stack([reckon(t - 1), reckon(t)]))
+
+
+def test_pose_map_shifts_are_the_1x1_convolutions_of_the_heat_maps():
+    """The fused matrix product gives what the stored 1x1 convolutions compute, values and gradients."""
+    torch.manual_seed(0)
+    pose = SVG(tiny(**CDNA, pose_map=True)).pose
+    positions = torch.rand(3, 2, 3)
+    stages, out = pose(positions)
+    convs = list(pose.stages) + [pose.out]
+    sizes = pose.stage_sizes + [64]
+    for conv, size, got in zip(convs, sizes, stages + [out]):
+        torch.testing.assert_close(got, conv(pose.heat(positions, size)))
+    stages[-1].sum().backward()
+    w = pose.stages[-1].weight
+    grad, w.grad = w.grad.clone(), None
+    pose.stages[-1](pose.heat(positions, sizes[-2])).sum().backward()
+    torch.testing.assert_close(grad, w.grad)

@@ -51,12 +51,23 @@ class PoseMap(nn.Module):
         uv = self.project(positions.float())  # (N, P, 2) as (x, y)
         axis = torch.linspace(-1 + 1 / size, 1 - 1 / size, size, device=positions.device)
         sigma2 = torch.exp(2 * self.log_sigma) + (1 / size) ** 2
-        dx = (axis[None, None, None, :] - uv[..., 0, None, None]) ** 2  # (N, P, 1, size)
-        dy = (axis[None, None, :, None] - uv[..., 1, None, None]) ** 2  # (N, P, size, 1)
-        return torch.exp(-(dx + dy) / (2 * sigma2))
+        # separable: exp(-(dx^2 + dy^2) / 2s^2) = exp(-dy^2 / 2s^2) * exp(-dx^2 / 2s^2)
+        gx = torch.exp(-((axis - uv[..., 0, None]) ** 2) / (2 * sigma2))  # (N, P, size)
+        gy = torch.exp(-((axis - uv[..., 1, None]) ** 2) / (2 * sigma2))
+        return gy[..., :, None] * gx[..., None, :]
+
+    @staticmethod
+    def _shift(conv: nn.Conv2d, heat: torch.Tensor) -> torch.Tensor:
+        """The 1x1 convolution of the heat maps as one batched matrix product with the bias
+        fused (2 input channels: the convolution's kernels measured 2-4x slower)."""
+        N, P, H, W = heat.shape
+        w = conv.weight.reshape(-1, P).to(heat.dtype)  # (C, P)
+        C = w.shape[0]
+        bias = conv.bias.to(heat.dtype)[None, :, None].expand(N, C, 1)
+        return torch.baddbmm(bias, w.expand(N, C, P), heat.reshape(N, P, H * W)).view(N, C, H, W)
 
     def forward(self, positions: torch.Tensor):
         """positions (N, P, 3) -> (per-stage shifts [(N, C, s, s)], output shift (N, C_out, 64, 64) or None)."""
-        stages = [conv(self.heat(positions, s)) for conv, s in zip(self.stages, self.stage_sizes)]
-        out = self.out(self.heat(positions, IMAGE_PX)) if self.out is not None else None
+        stages = [self._shift(conv, self.heat(positions, s)) for conv, s in zip(self.stages, self.stage_sizes)]
+        out = self._shift(self.out, self.heat(positions, IMAGE_PX)) if self.out is not None else None
         return stages, out
