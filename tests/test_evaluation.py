@@ -407,3 +407,16 @@ def test_latent_block_is_computed_from_the_samples_and_the_posterior(run, synth_
     assert lat["posterior"]["psnr"] == pytest.approx(float(ev.psnr(post, frames[:, 2:]).mean()), abs=1e-4)
     table = ev.format_table(res)
     assert "best of 4 minus mean sample" in table and "KL(q || p) per predicted frame" in table
+
+
+def test_best_and_worst_of_n_follow_the_ranking_not_the_sample_order():
+    """_pick: first is sample 0, mean the average, best / worst the samples with the highest /
+    lowest ranking score of each sequence (not sample 0, not the best frame of any sample)."""
+    v = torch.tensor([[[1.0, 2.0], [5.0, 0.0], [3.0, 3.0]],
+                      [[4.0, 4.0], [0.0, 9.0], [2.0, 1.0]]])  # (B=2, S=3, F=2)
+    order = torch.tensor([[0.0, 1.0, 7.0], [3.0, 5.0, -1.0]])  # best: sample 2, then 1; worst: 0, then 2
+    got = ev._pick(v, order)
+    torch.testing.assert_close(got["first"], v[:, 0])
+    torch.testing.assert_close(got["mean"], v.mean(1))
+    torch.testing.assert_close(got["best"], torch.stack([v[0, 2], v[1, 1]]))
+    torch.testing.assert_close(got["worst"], torch.stack([v[0, 0], v[1, 2]]))

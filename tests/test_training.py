@@ -303,3 +303,33 @@ def test_amp_auto_uses_bf16_only_on_cpus_with_native_bf16(monkeypatch, native, e
     assert trainer.resolve_amp(torch.device("cpu"), "auto") == expected
     assert trainer.resolve_amp(torch.device("cpu"), "none") == "none"
     assert trainer.resolve_amp(torch.device("cpu"), "bf16") == "bf16"
+
+
+def test_loss_is_the_summed_per_step_mse_plus_the_scheduled_beta_times_the_kl():
+    """The training loss recomputed from its terms: per-pixel MSE averaged over the batch and
+    summed over the predicted frames, plus beta (from the KL schedule at that step) times the KL
+    summed over latent levels and steps and averaged over the batch; teacher forcing as drawn."""
+    from contextlib import nullcontext
+
+    from vidpred.config import ModelConfig
+    from vidpred.models.svg import SVG, rollout
+
+    torch.manual_seed(0)
+    model = SVG(ModelConfig(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8, levels=2))
+    frames, conds = torch.rand(3, 5, 3, 64, 64), torch.randn(3, 5, 7)
+    noise = torch.randn(3, 4, 8)
+    beta = kl_beta(KLConfig(schedule="cyclical", beta_max=0.3, cycles=2, ratio=0.5), step=7, total_steps=40)
+    assert 0 < beta < 0.3  # inside a ramp: a beta of 0 or 1 would hide a dropped factor
+    for forced in (True, False):
+        loss, mse, kl, kl_levels = trainer.compute_loss(model, frames, conds, 2, beta, forced, noise, nullcontext())
+        out = rollout(model, frames, conds, 2, teacher_forcing=forced, noise=noise)
+        want_mse = sum(((out.pred[:, t] - frames[:, t + 1]) ** 2).mean() for t in range(4))
+        want_kl = out.kl.sum((1, 2)).mean()
+        assert want_kl > 0
+        torch.testing.assert_close(loss, want_mse + beta * want_kl)
+        torch.testing.assert_close(mse, want_mse / 4)
+        torch.testing.assert_close(kl, want_kl / 4)
+        torch.testing.assert_close(kl_levels, out.kl.sum(1).mean(0) / 4)
+    free = trainer.compute_loss(model, frames, conds, 2, beta, False, noise, nullcontext())[1]
+    forced = trainer.compute_loss(model, frames, conds, 2, beta, True, noise, nullcontext())[1]
+    assert (free - forced).abs() > 1e-7  # the draw reaches the rollout
