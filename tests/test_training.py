@@ -333,3 +333,45 @@ def test_loss_is_the_summed_per_step_mse_plus_the_scheduled_beta_times_the_kl():
     free = trainer.compute_loss(model, frames, conds, 2, beta, False, noise, nullcontext())[1]
     forced = trainer.compute_loss(model, frames, conds, 2, beta, True, noise, nullcontext())[1]
     assert (free - forced).abs() > 1e-7  # the draw reaches the rollout
+
+
+def test_val_every_and_best_pt_hold_the_best_validated_epoch(synth_root, tmp_path):
+    """Validation runs every val_every epochs (and at the end); best.pt is the checkpoint of the
+    validated epoch with the highest PSNR, last.pt the end of training."""
+    cfg = tiny_cfg(synth_root, "train.epochs=5", "train.val_every=2")
+    out = tmp_path / "run"
+    trainer.train(cfg, out, progress=False)
+    epochs = [r for r in trainer.read_metrics(out) if r["kind"] == "epoch"]
+    validated = [r for r in epochs if "val_psnr" in r]
+    assert [r["epoch"] for r in validated] == [1, 3, 4]  # every 2nd epoch, and the last one
+    best = max(validated, key=lambda r: r["val_psnr"])  # the first of equal maxima is kept
+    assert ckpt_io.load(out / "best.pt")["step"] == best["step"]
+    assert ckpt_io.load(out / "last.pt")["step"] == epochs[-1]["step"] == 10
+
+
+def test_grad_clip_bounds_the_gradient_norm_the_optimiser_sees(synth_root, tmp_path, monkeypatch):
+    """train.grad_clip clips the global gradient norm of all parameters before each optimiser
+    step; 0 leaves the gradients alone."""
+    real = torch.nn.utils.clip_grad_norm_
+    seen = []
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        before = real(params, float("inf"))  # the norm, without clipping
+        real(params, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        seen.append((max_norm, float(before), float(after), len(params)))
+        return before
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    cfg = tiny_cfg(synth_root, "train.epochs=1", "train.grad_clip=2e-5")
+    n_params = len(list(trainer.SVG(cfg.model).parameters()))
+    trainer.train(cfg, tmp_path / "clip", progress=False)
+    assert len(seen) == 2  # one call per step (2 steps)
+    for max_norm, before, after, count in seen:
+        assert max_norm == 2e-5 and before > 2e-5
+        assert after == pytest.approx(2e-5 * before / (before + 1e-6), rel=1e-3)  # torch's eps of 1e-6
+        assert count == n_params  # every parameter, one global norm
+    seen.clear()
+    trainer.train(tiny_cfg(synth_root, "train.epochs=1"), tmp_path / "free", progress=False)
+    assert seen == []
