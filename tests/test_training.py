@@ -108,6 +108,8 @@ def test_training_writes_logs_checkpoints_and_config(synth_root, tmp_path):
 
 
 def test_resume_after_sigkill_is_bit_identical(synth_root, tmp_path):
+    """A run killed in the middle of an epoch (SIGKILL, no chance to clean up) and resumed ends
+    bit-identical to an uninterrupted one: weights, and the metrics log but for timings."""
     args = cli_args(synth_root, "train.epochs=4", "train.ckpt_every=1", "train.teacher_forcing.decay_start_epoch=1",
                     "train.teacher_forcing.step=0.5")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -117,16 +119,24 @@ def test_resume_after_sigkill_is_bit_identical(synth_root, tmp_path):
 
     proc = subprocess.Popen(cmd + ["--out", str(cut)] + args, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    # Kill provably mid-epoch (2 steps per epoch: a checkpoint of an odd step is one): freeze the
+    # process, read its last checkpoint (written atomically, so whole), and kill it only if that
+    # checkpoint is mid-epoch; otherwise let it run on and look again.
     deadline = time.time() + 120
-    while time.time() < deadline:  # kill mid-epoch, once a few steps are logged
-        lines = (cut / "metrics.jsonl").read_text().splitlines() if (cut / "metrics.jsonl").exists() else []
-        if len(lines) >= 4:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    killed_at = None
+    while killed_at is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+        proc.send_signal(signal.SIGSTOP)
+        last = cut / "last.pt"
+        step = ckpt_io.load(last)["step"] if last.exists() else 0
+        if step % 2 == 1 and step > 1:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = step
+        else:
+            proc.send_signal(signal.SIGCONT)
     proc.wait()
-    killed_at = ckpt_io.load(cut / "last.pt")["step"]
-    assert 0 < killed_at < 8
+    assert killed_at is not None, "the run ended before a mid-epoch checkpoint could be caught"
+    assert ckpt_io.load(cut / "last.pt")["step"] == killed_at and killed_at in (3, 5, 7)
     subprocess.run(cmd + ["--out", str(cut), "--resume"], check=True, env=env, capture_output=True)
 
     a, b = ckpt_io.load(full / "last.pt"), ckpt_io.load(cut / "last.pt")
