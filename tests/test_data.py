@@ -154,3 +154,43 @@ def test_cache_command(synth_copy, capsys):
     manifest = json.loads((synth_copy / ".cache" / "train" / "manifest.json").read_text())
     assert manifest["n"] == 4 and len(manifest["cond_mean"]) == 7
     assert main(["data", "cache", str(synth_copy), "--verify"]) == 0
+
+
+def _cache_files(root):
+    return {p.relative_to(root).as_posix(): p for p in sorted((root / ".cache").rglob("*")) if p.is_file()}
+
+
+def test_cache_rebuild_and_parallel_build_write_the_same_bytes(tmp_path, capsys):
+    """A parallel build (64 sequences and more use the worker pool) writes the bytes of a
+    one-process build; a fresh cache is left alone unless --rebuild rewrites it (same bytes)."""
+    import shutil
+
+    from vidpred.data.synth import generate
+
+    one = tmp_path / "one"
+    generate(one, train=64, validate=1, test=1, seed=3, workers=2, quiet=True)
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+    assert main(["data", "cache", str(one), "--splits", "train", "--workers", "1"]) == 0
+    assert main(["data", "cache", str(two), "--splits", "train", "--workers", "2"]) == 0
+    files_one, files_two = _cache_files(one), _cache_files(two)
+    assert files_one.keys() == files_two.keys() and files_one
+    for name in files_one:
+        if name.endswith("manifest.json"):  # may record when and how it was built; compare the content keys
+            a, b = json.loads(files_one[name].read_text()), json.loads(files_two[name].read_text())
+            assert a["n"] == b["n"] == 64 and a["cond_mean"] == b["cond_mean"] and a["cond_std"] == b["cond_std"]
+        else:
+            assert files_one[name].read_bytes() == files_two[name].read_bytes(), name
+
+    stamps = {n: p.stat().st_mtime_ns for n, p in files_one.items()}
+    assert main(["data", "cache", str(one), "--splits", "train"]) == 0  # fresh: nothing rewritten
+    assert {n: p.stat().st_mtime_ns for n, p in _cache_files(one).items()} == stamps
+    before = {n: p.read_bytes() for n, p in _cache_files(one).items() if not n.endswith("manifest.json")}
+    assert main(["data", "cache", str(one), "--splits", "train", "--rebuild"]) == 0
+    after = _cache_files(one)
+    assert all(after[n].stat().st_mtime_ns != stamps[n] for n in before)  # rewritten
+    assert {n: after[n].read_bytes() for n in before} == before  # to the same bytes
+    capsys.readouterr()
+    assert main(["data", "cache", str(one), "--workers", "0"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "--workers must be a positive integer, got 0" in err and "\n" not in err

@@ -97,3 +97,39 @@ def test_convert_needs_validation_record(tmp_path, capsys):
     assert "traj_256_to_511.tfrecords" in capsys.readouterr().err
     assert main(["data", "convert", str(src), str(tmp_path / "out"), "--validate-record",
                  "traj_0_to_0.tfrecords"]) != 0  # nothing left for train
+
+
+def _tree(root):
+    """{relative path: bytes} of every file under root."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_convert_workers_parent_folder_and_force(bair_src, tmp_path, capsys):
+    """--workers 2 writes the same bytes as one worker; the folder above softmotion30_44k is
+    accepted as SRC; an existing DST is refused (one line, untouched) unless --force replaces it."""
+    src, _ = bair_src
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["data", "convert", str(src), str(one)]) == 0
+    assert main(["data", "convert", str(src.parent), str(two), "--workers", "2"]) == 0  # the parent of SRC
+    assert _tree(one) == _tree(two) and len(_tree(one)) > 0
+    capsys.readouterr()
+
+    marker = two / "keep.txt"
+    marker.write_text("mine")
+    assert main(["data", "convert", str(src), str(two)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert str(two) in err and "--force" in err and "\n" not in err
+    assert marker.read_text() == "mine"  # nothing replaced
+    assert main(["data", "convert", str(src), str(two), "--force"]) == 0
+    assert not marker.exists() and _tree(two) == _tree(one)
+    assert not list(tmp_path.glob("two.tmp-*"))
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_convert_bad_workers(bair_src, tmp_path, capsys, workers):
+    src, _ = bair_src
+    dst = tmp_path / "out"
+    assert main(["data", "convert", str(src), str(dst), "--workers", workers]) != 0
+    err = capsys.readouterr().err.strip()
+    assert f"--workers must be a positive integer, got {workers}" in err and "\n" not in err
+    assert not dst.exists() and not list(tmp_path.glob("out.tmp-*"))

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vidpred.data.layout import (
-    COND_DIM, IMAGE_SIZE, SEQ_LEN, list_sequences, read_sequence, replace_dir, split_dir,
+    COND_DIM, IMAGE_SIZE, SEQ_LEN, check_workers, list_sequences, read_sequence, replace_dir, split_dir,
 )
 from vidpred.errors import DataError
 
@@ -127,6 +127,8 @@ def ensure_cache(root: str | os.PathLike, split: str, rebuild: bool = False,
 
     verify_only: never build; a missing or stale cache is a DataError.
     """
+    if workers is not None:
+        check_workers(workers)
     sequences = list_sequences(root, split)  # DataError on a missing or empty split
     source_fp = fingerprint(root, split)
     stale = None

@@ -56,7 +56,7 @@ def register(subparsers) -> None:
 def cmd_convert(args: argparse.Namespace) -> int:
     from vidpred.data.convert import convert
 
-    convert(args.src, args.dst, validate_record=args.validate_record, workers=max(1, args.workers),
+    convert(args.src, args.dst, validate_record=args.validate_record, workers=args.workers,
             overwrite=args.force)
     return 0
 

@@ -36,7 +36,7 @@ from tfrecord import example_pb2
 from tqdm import tqdm
 
 from vidpred.data.layout import (
-    ACTION_DIM, IMAGE_SIZE, POSITION_DIM, SEQ_LEN, natural_key, replace_dir, write_sequence,
+    ACTION_DIM, IMAGE_SIZE, POSITION_DIM, SEQ_LEN, check_workers, natural_key, replace_dir, write_sequence,
 )
 from vidpred.errors import DataError
 
@@ -135,6 +135,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, validate_record: str
             workers: int = 1, overwrite: bool = False, quiet: bool = False) -> dict[str, int]:
     """Convert SRC (softmotion30_44k) into the processed layout at DST; returns sequences per split."""
     src, dst = Path(src), Path(dst)
+    check_workers(workers)
     if not src.is_dir():
         raise DataError(f"{src}: directory not found (expected softmotion30_44k with train/ and test/)")
     plan = plan_conversion(src, validate_record)

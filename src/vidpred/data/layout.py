@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vidpred.errors import DataError
+from vidpred.errors import ConfigError, DataError
 
 SPLITS = ("train", "validate", "test")
 SEQ_LEN = 30
@@ -33,6 +33,13 @@ COND_DIM = ACTION_DIM + POSITION_DIM  # condition per step = concat(action, posi
 ACTIONS_FILE = "actions.csv"
 POSITIONS_FILE = "endeffector_positions.csv"
 TRAJ_SUFFIX = ".tfrecords"  # the assignment's folders keep the record file's name
+
+
+def check_workers(workers) -> int:
+    """``--workers`` of the data commands: a positive integer, or a one-line ConfigError."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be a positive integer, got {workers!r}")
+    return workers
 
 
 def natural_key(name: str) -> list:

@@ -67,7 +67,7 @@ import pymunk
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from vidpred.data.layout import IMAGE_SIZE, SEQ_LEN, SPLITS, replace_dir, write_sequence
+from vidpred.data.layout import IMAGE_SIZE, SEQ_LEN, SPLITS, check_workers, replace_dir, write_sequence
 from vidpred.errors import ConfigError, DataError
 
 # World units are output pixels: the table is 64 x 64 units.
@@ -558,8 +558,7 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
     for name, n in counts.items():
         if not isinstance(n, int) or n < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {n!r}")
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"--workers must be a positive integer, got {workers!r}")
+    check_workers(workers)
     dst = Path(dst)
     params = dict(counts, seed=int(seed), hidden_causes=bool(hidden))
     if dst.exists() and not overwrite:
