@@ -34,6 +34,9 @@ does; ``cdna`` moves the pixels of x_{t-1} with kernels predicted from g_t and
 composites them with observed backgrounds and a generated image
 (``models/transform.py``). Skips come from the last observed frame (SVG) or, with
 ``model.skip_frame=previous``, from x_{t-1}, so the decoder sees where the arm is now.
+With ``model.pose_map`` the two end-effector positions of step t's condition are also
+drawn as heat maps added to the decoder's features (``models/pose.py``), so it knows
+where in the image the arm goes.
 """
 
 from __future__ import annotations
