@@ -774,3 +774,25 @@ def test_sampling_with_a_one_dimensional_latent():
         out = svg_mod.rollout(model, frames, conds, 2, use_posterior=False, noise=torch.randn(2, 3, 2, generator=gen(5)))
     assert out.pred.shape == (2, 3, 3, 64, 64)
     torch.testing.assert_close(out.kl, torch.zeros(2, 3, 2))
+
+
+@pytest.mark.parametrize("norm,kind", [("batch", "StepBatchNorm2d"), ("group", "GroupNorm")])
+def test_svg_codec_has_the_configured_normalisation(norm, kind):
+    m = svg_mod.SVG(tiny(norm=norm))
+    for part in (m.encoder, m.decoder):
+        assert sum(type(x).__name__ == kind for x in part.modules()) >= 3
+
+
+def test_a_one_number_condition_embedding_is_an_embedding():
+    m = svg_mod.SVG(tiny(cond_embed=1))
+    assert m.step_cond.out_features == 1 and m.predictor.embed.in_features == 6 + 3 + 1
+
+
+def test_decode_of_the_pixel_decoder_returns_no_coordinates():
+    m = model_with_stats(tiny()).eval()
+    frames, conds = svg_batch(T=3)
+    with torch.no_grad():
+        h, skips = m.encode(frames[:, :2])
+        step, _, _ = m.embed_conditions(conds, 2)
+        x, coords = m.decode(h, skips, torch.zeros(2, 2, 3), step)
+    assert x.shape == (2, 2, 3, 64, 64) and coords is None
