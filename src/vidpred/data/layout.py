@@ -13,6 +13,7 @@ Arrays come back as numpy; torch only appears in ``dataset.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -101,6 +102,22 @@ def read_condition_csv(path: str | os.PathLike, n_cols: int, n_rows: int | None 
         row, col = np.argwhere(~np.isfinite(table))[0]
         raise DataError(f"{path}: expected finite numbers, got {table[row, col]} at row {row + 1}, column {col + 1}")
     return table.astype(np.float32)
+
+
+def read_json(path: str | os.PathLike, what: str, missing_ok: bool = False):
+    """The parsed JSON of ``path``; None where there is no such file and ``missing_ok``, else
+    a one-line DataError naming the file (``what`` says what was expected when it is missing)."""
+    path = Path(path)
+    if missing_ok and not path.is_file():
+        return None
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
 def read_png(path: str | os.PathLike) -> np.ndarray:

@@ -67,7 +67,9 @@ import pymunk
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from vidpred.data.layout import IMAGE_SIZE, SEQ_LEN, SPLITS, check_workers, replace_dir, write_sequence
+from vidpred.data.layout import (
+    IMAGE_SIZE, SEQ_LEN, SPLITS, check_workers, read_json, replace_dir, write_sequence,
+)
 from vidpred.errors import ConfigError, DataError
 
 # World units are output pixels: the table is 64 x 64 units.
@@ -619,12 +621,9 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
 def read_info(root: str | os.PathLike) -> dict | None:
     """The ``synth.json`` of a synthetic dataset root, or None (not generated here, e.g. BAIR)."""
     path = Path(root) / SYNTH_INFO
-    if not path.is_file():
+    info = read_json(path, SYNTH_INFO, missing_ok=True)
+    if info is None:
         return None
-    try:
-        info = json.loads(path.read_text())
-    except ValueError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(info, dict) or not isinstance(info.get("params"), dict):
         raise DataError(f"{path}: not a vidpred synthetic dataset description (no 'params')")
     return info

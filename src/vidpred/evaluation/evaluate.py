@@ -349,15 +349,11 @@ def write_json(result: dict, path: str | Path) -> Path:
 
 
 def read_json(path: str | Path) -> dict:
+    from vidpred.data.layout import read_json as read_json_file
     from vidpred.errors import DataError
 
     path = Path(path)
-    try:
-        result = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: evaluation file not found") from None
-    except ValueError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+    result = read_json_file(path, "evaluation file")
     if not isinstance(result, dict) or result.get("format") != FORMAT:
         raise DataError(f"{path}: not a vidpred evaluation (expected format {FORMAT})")
     return result

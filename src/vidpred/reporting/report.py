@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from vidpred.config import flatten
+from vidpred.data.layout import read_json
 from vidpred.errors import DataError
 
 CSS = """
@@ -210,12 +211,9 @@ PLAN_ARMS = ("model", "random", "simulator")
 def read_plan(run: Path) -> dict | None:
     """The run's ``plan.json`` (``vidpred plan``), or None when it has none."""
     path = run / PLAN_FILE
-    if not path.is_file():
+    plan = read_json(path, PLAN_FILE, missing_ok=True)
+    if plan is None:
         return None
-    try:
-        plan = json.loads(path.read_text())
-    except ValueError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(plan, dict) or not any(isinstance(plan.get(a), dict) for a in PLAN_ARMS):
         raise DataError(f"{path}: not a vidpred plan result (expected keys {', '.join(PLAN_ARMS)})")
     for key in ("episodes", "seed"):
