@@ -153,7 +153,7 @@ class SquareDataset:
         return f"square/{i}"
 
 
-def fake_predict_samples(model, frames, conds, n_past, indices, samples, seed):
+def fake_predict_samples(model, frames, conds, n_past, indices, samples, seed, rollout_fn=None):
     """Sample s = the truth with error BASE[s] * (k + 1) on every channel of the square at step k;
     sample 2 (the best inside the square) also gets the bottom half of the table wrong, so that
     it is the worst sample on the whole frame."""

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from vidpred.runtime import tune_allocator
+
+    tune_allocator()  # freed activations stay in the process for the next step (vidpred/runtime.py)
     try:
         result = args.func(args)
     except VidpredError as err:

@@ -207,6 +207,11 @@ class TrainConfig:
     """``none`` (fp32), ``bf16`` autocast, or ``auto``: bf16 on CUDA devices that support it
     and on CPUs with native bf16 instructions (AVX512-BF16 / AMX, or Arm BF16), fp32 elsewhere
     (emulated bf16 is slower than fp32). The loss, the KL and the pixel compositing stay fp32."""
+    compile: bool = False
+    """Run the training rollout through ``torch.compile`` (inductor; a C++ compiler on CPU). Off by
+    default: on the 2-core CPU machine it measured slower than eager (``benchmarks/RESULTS.md``).
+    Where it cannot compile, one warning line and the eager path. Results agree with eager up to
+    rounding; it may be switched on ``--resume``."""
     seed: int = 1
     """Seed of parameters, data order, window starts, noise and teacher forcing."""
     device: str = "auto"

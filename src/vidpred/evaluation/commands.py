@@ -36,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--motion-threshold", type=float, default=None,
                    help="a pixel of a future frame is in the moving region when some channel differs from the "
                    "last observed frame by more than this, frames in [0, 1]; > 0 and < 1 (default: 0.1)")
+    p.add_argument("--compile", action="store_true",
+                   help="draw the samples through torch.compile (slower than eager on the 2-core CPU; for GPUs)")
     p.add_argument("--out", type=Path, default=None, help="JSON file (default: RUN/eval_<split>.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -68,7 +70,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, split=args.split, samples=args.samples, seed=args.seed, n_past=args.n_past,
                           n_future=args.n_future, batch_size=args.batch_size, max_sequences=args.max_sequences,
                           device=args.device, data_root=args.data_root,
-                          progress=False if args.no_progress else None, motion_threshold=threshold)
+                          progress=False if args.no_progress else None, motion_threshold=threshold,
+                          compile=args.compile)
     path = write_json(result, args.out or default_output(args.run, args.split))
     print(format_table(result))
     print(f"wrote {path}")

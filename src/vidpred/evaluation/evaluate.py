@@ -101,10 +101,12 @@ def resolve_horizon(cfg, n_past: int | None, n_future: int | None) -> tuple[int,
 
 
 @torch.no_grad()
-def predict_samples(model, frames, conds, n_past: int, indices, samples: int, seed: int) -> torch.Tensor:
+def predict_samples(model, frames, conds, n_past: int, indices, samples: int, seed: int,
+                    rollout_fn=None) -> torch.Tensor:
     """Prior samples of the future: frames (B, T, 3, H, W) (only the first n_past are read),
-    conds (B, T, 7), indices (B,) dataset indices that key the noise; ``model`` in eval mode.
-    Returns (B, samples, T - n_past, 3, H, W)."""
+    conds (B, T, 7), indices (B,) dataset indices that key the noise; ``model`` in eval mode;
+    ``rollout_fn`` the rollout to call (default :func:`vidpred.models.svg.rollout`; ``--compile``
+    passes it through ``torch.compile``). Returns (B, samples, T - n_past, 3, H, W)."""
     B, T = conds.shape[:2]
     device = next(model.parameters()).device
     shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
@@ -115,7 +117,7 @@ def predict_samples(model, frames, conds, n_past: int, indices, samples: int, se
     for s0 in range(0, samples, per_chunk):
         S = min(per_chunk, samples - s0)
         noise = torch.stack([sample_noise(seed, int(i), s, shape) for i in indices for s in range(s0, s0 + S)])
-        r = _rollout(model, frames[:, :n_past].repeat_interleave(S, 0), conds.repeat_interleave(S, 0), n_past,
+        r = (rollout_fn or _rollout)(model, frames[:, :n_past].repeat_interleave(S, 0), conds.repeat_interleave(S, 0), n_past,
                      use_posterior=False, noise=noise.to(device))
         future = r.pred[:, n_past - 1 :].float().clamp(0, 1)  # (B*S, F, 3, H, W), rows b-major
         out.append(future.view(B, S, *future.shape[1:]))
@@ -151,8 +153,11 @@ def _pick(v: torch.Tensor, order: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch_size: int = 16,
              max_sequences: int | None = None, progress: bool | None = None,
-             motion_threshold: float = MOTION_THRESHOLD) -> dict[str, Any]:
+             motion_threshold: float = MOTION_THRESHOLD, compile: bool = False) -> dict[str, Any]:
     """Score ``model`` on ``dataset`` (windows of n_past + n_future frames from step 0).
+
+    ``compile``: draw the prior samples through ``torch.compile`` (one warning line and the
+    eager path where it cannot compile).
 
     Returns a dict with per-step arrays and averages (see the module docstring);
     ``evaluate_run`` adds the run's provenance around it.
@@ -166,6 +171,10 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
     if n < 1:
         raise ConfigError(f"--max-sequences must be >= 1, got {max_sequences}")
     device = next(model.parameters()).device
+    from vidpred.models.svg import rollout
+    from vidpred.runtime import CompiledOrEager
+
+    sample_fn = CompiledOrEager(rollout, compile, device, "evaluate")
     per_seq: dict[str, list[torch.Tensor]] = {f"{m}_{k}": [] for m in METRICS + MOVING_METRICS for k in STATS}
     per_seq.update({f"{m}_copy": [] for m in METRICS + MOVING_METRICS}, moving=[])
     per_seq.update({f"{m}_posterior": [] for m in METRICS + MOVING_METRICS}, diversity=[], kl=[])
@@ -179,7 +188,7 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
         frames = torch.stack([f for f, _ in items]).to(device)  # (B, T, 3, H, W)
         conds = torch.stack([c for _, c in items]).to(device)  # (B, T, 7)
         truth = frames[:, n_past:].float()
-        pred = predict_samples(model, frames, conds, n_past, idx, samples, seed)  # (B, S, F, 3, H, W)
+        pred = predict_samples(model, frames, conds, n_past, idx, samples, seed, sample_fn)  # (B, S, F, 3, H, W)
         target = truth.unsqueeze(1).expand_as(pred)
         base = copy_last(frames.float(), n_past)  # (B, F, 3, H, W)
         mask = motion_mask(truth, base, motion_threshold)  # (B, F, H, W): the truth's moving pixels
@@ -304,7 +313,8 @@ def latent_summary(cat: dict[str, torch.Tensor], result: dict, samples: int) -> 
 def evaluate_run(run: str | Path, split: str = "test", samples: int = 5, seed: int = 0,
                  n_past: int | None = None, n_future: int | None = None, batch_size: int = 16,
                  max_sequences: int | None = None, device: str = "auto", data_root: str | None = None,
-                 progress: bool | None = None, motion_threshold: float = MOTION_THRESHOLD) -> dict[str, Any]:
+                 progress: bool | None = None, motion_threshold: float = MOTION_THRESHOLD,
+                 compile: bool = False) -> dict[str, Any]:
     """Load a run (folder or .pt) and evaluate it on ``split`` of its dataset (or ``data_root``)."""
     from vidpred.data import open_split
     from vidpred.training.checkpoint import load_model
@@ -318,7 +328,8 @@ def evaluate_run(run: str | Path, split: str = "test", samples: int = 5, seed: i
     root = data_root or cfg.data.root
     ds = open_split(root, split, window=n_past + n_future, random_start=False, use_cache=cfg.data.use_cache)
     result = evaluate(model, ds, n_past, samples=samples, seed=seed, batch_size=batch_size,
-                      max_sequences=max_sequences, progress=progress, motion_threshold=motion_threshold)
+                      max_sequences=max_sequences, progress=progress, motion_threshold=motion_threshold,
+                      compile=compile)
     head = {
         "format": FORMAT,
         "run": str(run),

@@ -104,18 +104,14 @@ class CDNAHead(nn.Module):
         K = self.n_kernels
         with torch.autocast(device_type=previous.device.type, enabled=False):
             moved = apply_kernels(coords.float(), self.kernels(g.float()))  # (N, K, 2, H, W)
-            grid = moved.reshape(N * K, 2, H, W).permute(0, 2, 3, 1)
-            src = ref.float()[:, None].expand(N, K, 3, H, W).reshape(N * K, 3, H, W)
-            warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        candidates = torch.cat(
-            [warped.view(N, K, 3, H, W), previous.float()[:, None], first.float()[:, None],
-             last_observed.float()[:, None], generated[:, None]], 1
-        )
-        frame = (masks[:, :, None] * candidates).sum(1)
+            # the K grids of a row stacked vertically: ref is sampled in one call without K copies
+            grid = moved.permute(0, 1, 3, 4, 2).reshape(N, K * H, W, 2)
+            warped = F.grid_sample(ref.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        warped = warped.view(N, 3, K, H, W).transpose(1, 2)  # (N, K, 3, H, W)
+        frame = composite(masks, warped, (previous, first, last_observed, generated))
         # where the frame came from moved or previous pixels, carry their coordinates
         w = masks[:, : K + 1]  # kernels and previous
-        cand = torch.cat([moved, coords.float()[:, None]], 1)  # (N, K+1, 2, H, W)
-        coords_t = (w[:, :, None] * cand).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-6)
+        coords_t = (weighted_sum(w[:, :K], moved) + w[:, K, None] * coords.float()) / w.sum(1, keepdim=True).clamp_min(1e-6)
         return frame, masks, coords_t
 
     def forward(self, g, raw, previous, first, last_observed):
@@ -132,12 +128,27 @@ class CDNAHead(nn.Module):
         # and pixel values mixed in bf16 lose about 1/255.
         with torch.autocast(device_type=previous.device.type, enabled=False):
             moved = apply_kernels(previous.float(), self.kernels(g.float()))  # (N, K, 3, H, W)
-        candidates = torch.cat(
-            [moved, previous.float()[:, None], first.float()[:, None], last_observed.float()[:, None],
-             generated[:, None]], 1
-        )  # (N, M, 3, H, W)
-        frame = (masks[:, :, None] * candidates).sum(1)
+        frame = composite(masks, moved, (previous, first, last_observed, generated))
         return frame, masks
+
+
+def weighted_sum(weights: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """weights (N, J, H, W), images (N, J, C, H, W) -> sum_j weights_j * images_j (N, C, H, W)."""
+    out = weights[:, 0, None] * images[:, 0]
+    for j in range(1, images.shape[1]):
+        out = out.addcmul_(weights[:, j, None], images[:, j])
+    return out
+
+
+def composite(masks: torch.Tensor, moved: torch.Tensor, backgrounds) -> torch.Tensor:
+    """sum_m masks_m * candidate_m over the K moved images (N, K, C, H, W) and then the
+    backgrounds (each (N, C, H, W), in the order of BACKGROUNDS), in fp32, without
+    stacking the candidates into one tensor."""
+    K = moved.shape[1]
+    out = weighted_sum(masks[:, :K], moved)
+    for i, b in enumerate(backgrounds):
+        out = out.addcmul_(masks[:, K + i, None], b.float())
+    return out
 
 
 def identity_coords(N: int, H: int, W: int, device, dtype=torch.float32) -> torch.Tensor:

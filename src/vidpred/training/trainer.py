@@ -34,6 +34,7 @@ from vidpred.config import Config, flatten, save_config
 from vidpred.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from vidpred.evaluation.metrics import psnr
 from vidpred.models.svg import SVG, rollout
+from vidpred.runtime import CompiledOrEager
 from vidpred.training import checkpoint as ckpt_io
 from vidpred.training.distributed import Dist, all_reduce_sum, setup, teardown
 from vidpred.training.schedules import kl_beta, teacher_forcing_ratio, use_teacher_forcing
@@ -100,7 +101,8 @@ def step_noise(seed: int, step: int, shape: tuple[int, ...]) -> torch.Tensor:
 def compute_loss(net: torch.nn.Module, frames, conds, n_past: int, beta: float, teacher_forcing: bool, noise, amp_ctx):
     """Returns (loss, per-frame mse, per-frame kl, kl per level) for one batch.
 
-    ``net`` is the model or its DistributedDataParallel wrapper (whose forward is the rollout).
+    ``net`` is the model or its DistributedDataParallel wrapper (whose forward is the rollout),
+    or either through ``torch.compile`` (``train.compile``).
     """
     with amp_ctx:
         out = net(frames, conds, n_past, teacher_forcing=teacher_forcing, noise=noise)
@@ -169,7 +171,7 @@ def train(cfg: Config, out: Path, resume: bool = False, progress: bool | None = 
 # What --resume may change: how long to train, where the data is, how to log. Anything else
 # would change the steps already taken or planned (data order, schedules, optimiser), so a
 # resumed run would no longer be the run it continues.
-RESUMABLE = {"train.epochs", "train.log_every", "train.val_every", "train.ckpt_every", "train.device",
+RESUMABLE = {"train.epochs", "train.compile", "train.log_every", "train.val_every", "train.ckpt_every", "train.device",
              "data.root", "data.num_workers", "data.use_cache"}
 
 
@@ -272,6 +274,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
     model.train()
     amp = resolve_amp(device, tc.amp)
     amp_ctx = lambda: autocast(device, amp)  # noqa: E731
+    forward = CompiledOrEager(net, tc.compile, device, f"train {out.name}")
     noise_shape = (tc.batch_size, tc.window - 1, cfg.model.levels * cfg.model.z_dim)
     last_val = history[-1]["val_psnr"] if history else None
     t_last, seqs_since = time.perf_counter(), 0
@@ -289,7 +292,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
             beta = kl_beta(tc.kl, step, schedule_steps)
             tf = use_teacher_forcing(tf_ratio, tc.seed, step)
             noise = step_noise(tc.seed, step, noise_shape)[d.rank * local_batch : (d.rank + 1) * local_batch]
-            loss, mse, kl, kl_levels = compute_loss(net, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx())
+            loss, mse, kl, kl_levels = compute_loss(forward, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx())
             terms = all_reduce_sum(d, torch.stack([loss.detach(), mse, kl]).double().cpu()) / d.world
             if not torch.isfinite(terms).all():
                 raise NonFiniteLossError(
@@ -326,7 +329,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         record = {"kind": "epoch", "step": step, "epoch": epoch, "loss": epoch_acc[0].item() / n,
                   "mse": epoch_acc[1].item() / n, "kl": epoch_acc[2].item() / n,
                   "beta": kl_beta(tc.kl, step - 1, schedule_steps), "tf_ratio": tf_ratio,
-                  "amp": amp}  # the precision train.amp resolved to on this device
+                  "amp": amp,  # the precision train.amp resolved to on this device
+                  "compiled": forward.active}  # train.compile on and not fallen back to eager
         epoch_acc.zero_()
         if (epoch + 1) % tc.val_every == 0 or step == total_steps:
             last_val = round(validate(model, val_loader, tc.n_past, tc.seed, epoch, device, d, amp), 3)
