@@ -14,15 +14,23 @@ rnn 256, predictor 2 layers, learned prior; Adam step included.
 Each configuration runs in a fresh process so that peak memory (max RSS on CPU,
 ``torch.cuda.max_memory_allocated`` on CUDA) is its own.
 
-    python benchmarks/bench_train_step.py                 # CPU, both codecs, fp32 + bf16
-    python benchmarks/bench_train_step.py --device cuda   # on a GPU
+    python benchmarks/bench_train_step.py                      # CPU, both codecs, ours as vidpred train runs it
+    python benchmarks/bench_train_step.py --amp none bf16 auto # ours also in fp32 and bf16
+    python benchmarks/bench_train_step.py --device cuda --amp none bf16 --compile on   # on a GPU
+
+The reference always runs in fp32 with PyTorch's defaults. ``ours`` runs as ``vidpred
+train`` does: ``train.amp=auto`` resolved on this device, ``train.compile``'s default,
+fused Adam, the allocator settings of ``vidpred/runtime.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -62,19 +70,31 @@ def ours_loss(model, frames, conds, n_past: int):
     return mse + 1e-4 * out.kl.float().sum(-1).mean(0).sum()
 
 
-def run_one(codec: str, impl: str, amp: str, device: str, steps: int, warmup: int) -> dict:
-    from vidpred.config import ModelConfig
+def run_one(codec: str, impl: str, amp: str, device: str, steps: int, warmup: int, compile: bool | None = None) -> dict:
+    """One configuration in this process. ``amp`` none / bf16 / auto (ours: resolved as ``vidpred
+    train`` does); ``compile`` None: ours with ``train.compile``'s default, the reference never."""
+    from vidpred.config import ModelConfig, TrainConfig
     from vidpred.models.svg import SVG
+    from vidpred.runtime import CompiledOrEager, tune_allocator
+    from vidpred.training.trainer import resolve_amp
 
-    torch.manual_seed(0)
     dev = torch.device(device)
+    if impl == "ours":
+        tune_allocator()  # as the vidpred command does
+        amp = resolve_amp(dev, amp)
+        compile = TrainConfig.compile if compile is None else compile
+    else:
+        amp = "none" if amp == "auto" else amp
+        compile = False
+    torch.manual_seed(0)
     # The reference keeps PyTorch's default NCHW layout; ours uses the model's default (auto).
     fmt = "contiguous" if impl == "reference" else "auto"
     model = SVG(ModelConfig(codec=codec, width=64, g_dim=128, z_dim=64, rnn_size=256, memory_format=fmt)).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=0.002, betas=(0.9, 0.999))
+    # ours: vidpred train's fused Adam; the reference: PyTorch's default (a loop over parameters)
+    opt = torch.optim.Adam(model.parameters(), lr=0.002, betas=(0.9, 0.999), fused=impl == "ours")
     frames = torch.rand(12, 12, 3, 64, 64, device=dev)
     conds = torch.randn(12, 12, 7, device=dev)
-    loss_fn = ours_loss if impl == "ours" else reference_loss
+    loss_fn = CompiledOrEager(ours_loss if impl == "ours" else reference_loss, compile, dev, "benchmark")
     times = []
     for i in range(warmup + steps):
         if dev.type == "cuda":
@@ -89,53 +109,68 @@ def run_one(codec: str, impl: str, amp: str, device: str, steps: int, warmup: in
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    sec = sorted(times)[len(times) // 2]  # median
+    sec = statistics.median(times)
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if dev.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    return {"codec": codec, "impl": impl, "amp": amp, "device": device, "s_per_step": sec,
-            "seq_per_s": 12 / sec, "peak_mib": peak, "steps": steps}
+    return {"codec": codec, "impl": impl, "amp": amp, "compile": loss_fn.active, "device": device,
+            "s_per_step": sec, "seq_per_s": 12 / sec, "peak_mib": peak, "steps": steps,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": machine(dev)}
+
+
+def machine(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} CPUs"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--codecs", nargs="+", default=["dcgan64", "vgg64"])
-    ap.add_argument("--amp", nargs="+", default=["none", "bf16"])
-    ap.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
+    ap.add_argument("--amp", nargs="+", default=["auto"],
+                    help="precisions of ours: auto (vidpred train's default), none, bf16 (default: auto)")
+    ap.add_argument("--compile", choices=("default", "on", "off"), default="default",
+                    help="torch.compile for ours (default: train.compile's default)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps, median reported (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--one", nargs=3, metavar=("CODEC", "IMPL", "AMP"), help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs=3, metavar=("CODEC", "IMPL", "AMP"),
+                    help="time one configuration in this process and print it as JSON")
     args = ap.parse_args()
+    comp = {"default": None, "on": True, "off": False}[args.compile]
     if args.one:
-        print(json.dumps(run_one(*args.one, args.device, args.steps, args.warmup)))
+        print(json.dumps(run_one(*args.one, args.device, args.steps, args.warmup, comp)))
         return
     rows = []
-    for codec in args.codecs:
-        for amp in args.amp:
-            for impl in ("reference", "ours"):
-                cmd = [sys.executable, __file__, "--one", codec, impl, amp, "--device", args.device,
-                       "--steps", str(args.steps), "--warmup", str(args.warmup)]
-                res = subprocess.run(cmd, capture_output=True, text=True)
-                if res.returncode:
-                    print(f"{codec} {impl} {amp}: failed: {res.stderr.strip().splitlines()[-1]}")
-                    continue
-                rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-                r = rows[-1]
-                print(f"{codec:8s} {amp:5s} {impl:9s} {r['s_per_step']:7.3f} s/step {r['seq_per_s']:7.2f} seq/s "
-                      f"peak {r['peak_mib']:8.0f} MiB", flush=True)
-    print("\nspeed-up of ours over the reference schedule (same machine, same layers):")
-    for codec in args.codecs:
-        for amp in args.amp:
-            pair = {r["impl"]: r for r in rows if r["codec"] == codec and r["amp"] == amp}
-            if len(pair) == 2:
-                print(f"  {codec} {amp}: {pair['reference']['s_per_step'] / pair['ours']['s_per_step']:.2f}x")
-    fp32_ref = {r["codec"]: r for r in rows if r["impl"] == "reference" and r["amp"] == "none"}
+    jobs = [(codec, "reference", "none") for codec in args.codecs]
+    jobs += [(codec, "ours", amp) for codec in args.codecs for amp in args.amp]
+    for codec, impl, amp in sorted(jobs, key=lambda j: args.codecs.index(j[0])):
+        cmd = [sys.executable, __file__, "--one", codec, impl, amp, "--device", args.device,
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--compile", args.compile]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode:
+            print(f"{codec} {impl} {amp}: failed: {res.stderr.strip().splitlines()[-1]}")
+            continue
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        if not rows:
+            print(f"machine: {r['machine']}; torch {r['torch']}, {r['threads']} threads; "
+                  f"median of {args.steps} steps after {args.warmup} warm-up")
+        rows.append(r)
+        print(f"{codec:8s} {impl:9s} amp={r['amp']:5s} compile={'on' if r['compile'] else 'off':3s} "
+              f"{r['s_per_step']:7.3f} s/step {r['seq_per_s']:7.2f} seq/s peak {r['peak_mib']:8.0f} MiB", flush=True)
+    print("\nspeed-up of ours over the reference schedule in fp32 (same machine, same layers):")
+    ref = {r["codec"]: r for r in rows if r["impl"] == "reference"}
     for r in rows:
-        if r["impl"] == "ours" and r["codec"] in fp32_ref and r["amp"] != "none":
-            print(f"  {r['codec']} ours {r['amp']} vs reference fp32: "
-                  f"{fp32_ref[r['codec']]['s_per_step'] / r['s_per_step']:.2f}x")
+        if r["impl"] == "ours" and r["codec"] in ref:
+            print(f"  {r['codec']} ours amp={r['amp']} compile={'on' if r['compile'] else 'off'}: "
+                  f"{ref[r['codec']]['s_per_step'] / r['s_per_step']:.2f}x")
 
 
 if __name__ == "__main__":
