@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo browser clean mutation
+.PHONY: install test demo browser clean mutation gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ mutation: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/vidpred demo --out demo_out
+
+# Wheels that the GPU machines' image lacks (CPython 3.12 there), for benchmarks/gpu_check.sh:
+# carry .gpu in the device tool's run.
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.12 \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+	  -d .gpu/wheels pymunk==$$($(PY) -c "import pymunk; print(pymunk.version)") cffi pycparser tfrecord
+	@ls .gpu/wheels
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache mutants
