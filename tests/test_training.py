@@ -107,6 +107,7 @@ def test_training_writes_logs_checkpoints_and_config(synth_root, tmp_path):
     assert not torch.equal(model.cond_std, torch.ones(7))
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(synth_root, tmp_path):
     """A run killed in the middle of an epoch (SIGKILL, no chance to clean up) and resumed ends
     bit-identical to an uninterrupted one: weights, and the metrics log but for timings."""
@@ -194,6 +195,7 @@ def test_extending_a_run_keeps_its_kl_schedule_and_refuses_schedule_changes(synt
     assert ckpt_io.load(out / "last.pt")["step"] == 10  # nothing was trained or written
 
 
+@pytest.mark.slow
 def test_checkpoints_from_before_the_transformation_decoder_still_load_and_resume(synth_root, tmp_path):
     """A checkpoint written before model.decoder/kernels/kernel_size/skip_frame, schedule_steps and
     steps_per_epoch existed: evaluation and resume read it as the pixel decoder it was."""
@@ -247,6 +249,7 @@ def test_missing_checkpoint_for_evaluation_is_clear(tmp_path):
         ckpt_io.load_model(tmp_path / "nope")
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process_on_the_whole_batch(synth_root, tmp_path):
     """torchrun, gloo, 2 processes x 2 sequences == 1 process x 4 sequences (per-sample norm).
 
@@ -385,3 +388,51 @@ def test_grad_clip_bounds_the_gradient_norm_the_optimiser_sees(synth_root, tmp_p
     seen.clear()
     trainer.train(tiny_cfg(synth_root, "train.epochs=1"), tmp_path / "free", progress=False)
     assert seen == []
+
+
+def test_moving_pixels_mark_changes_from_the_last_observed_frame():
+    """A 4x4 square moves one pixel right per frame: while observed the mask compares with the
+    previous frame, after that with the last observed one (as the evaluation's moving region)."""
+    frames = torch.zeros(1, 5, 3, 16, 16)
+    for t in range(5):
+        frames[0, t, 1, 4:8, 2 + t : 6 + t] = 0.8
+    m = trainer.moving_pixels(frames, n_past=2)
+    assert m.shape == (1, 4, 1, 16, 16) and m.dtype == torch.float32
+    want = torch.zeros(4, 16, 16)
+    for t in range(1, 5):
+        ref = min(t - 1, 1)  # the last observed frame before t
+        want[t - 1] = ((frames[0, t] - frames[0, ref]).abs().amax(0) > 0.1).float()
+    torch.testing.assert_close(m[0, :, 0], want)
+    assert m[0, 0, 0].sum() == 8 and m[0, 3, 0].sum() == 2 * 4 * 3  # columns left and entered
+
+
+def test_motion_weight_weighs_the_moving_pixels_in_the_loss_only():
+    from contextlib import nullcontext
+
+    from vidpred.config import ModelConfig
+    from vidpred.models.svg import SVG, rollout
+
+    torch.manual_seed(0)
+    model = SVG(ModelConfig(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8))
+    frames, conds, noise = torch.rand(2, 5, 3, 64, 64), torch.randn(2, 5, 7), torch.randn(2, 4, 4)
+    frames[:, 3:, :, 10:20] = frames[:, 1:2, :, 10:20]  # some pixels do not move after the last observed frame
+    beta = 0.01
+    plain = trainer.compute_loss(model, frames, conds, 2, beta, True, noise, nullcontext())
+    weighted = trainer.compute_loss(model, frames, conds, 2, beta, True, noise, nullcontext(), motion_weight=3.0)
+    out = rollout(model, frames, conds, 2, noise=noise)
+    sq = (out.pred - frames[:, 1:]) ** 2
+    w = 1 + 3.0 * trainer.moving_pixels(frames, 2)
+    assert 0 < trainer.moving_pixels(frames, 2).mean() < 1
+    want = sum((w[:, t] * sq[:, t]).mean() for t in range(4)) + beta * out.kl.sum((1, 2)).mean()
+    torch.testing.assert_close(weighted[0], want)
+    assert weighted[0] > plain[0]
+    for a, b in zip(plain[1:], weighted[1:]):  # the logged mse and kl are the plain ones
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("value,message", [("-1", "must be >= 0, got -1"), ("nan", "must be a finite number, got nan")])
+def test_motion_weight_must_be_a_non_negative_number(value, message):
+    from vidpred.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"train.motion_weight {message}"):
+        load_config("synth-cpu", [f"train.motion_weight={value}"])

@@ -199,6 +199,11 @@ class TrainConfig:
     """Adam beta1."""
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value (0 disables)."""
+    motion_weight: float = 0.0
+    """Extra weight of the moving pixels in the reconstruction term: each pixel's squared
+    error counts ``1 + motion_weight`` times where the true frame differs from the last
+    observed frame before it (the evaluation's moving-region mask, threshold 0.1), once
+    elsewhere. 0 is the plain ELBO's MSE. The logged ``mse`` stays the plain MSE."""
     n_past: int = 2
     """Conditioning frames."""
     n_future: int = 10
@@ -246,6 +251,8 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         if self.grad_clip < 0:
             raise ConfigError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
+        if not self.motion_weight >= 0:  # also rejects NaN
+            raise ConfigError(f"train.motion_weight must be >= 0, got {self.motion_weight}")
 
     @property
     def window(self) -> int:

@@ -98,20 +98,37 @@ def step_noise(seed: int, step: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=g)
 
 
-def compute_loss(net: torch.nn.Module, frames, conds, n_past: int, beta: float, teacher_forcing: bool, noise, amp_ctx):
+def compute_loss(net: torch.nn.Module, frames, conds, n_past: int, beta: float, teacher_forcing: bool, noise, amp_ctx,
+                 motion_weight: float = 0.0):
     """Returns (loss, per-frame mse, per-frame kl, kl per level) for one batch.
 
     ``net`` is the model or its DistributedDataParallel wrapper (whose forward is the rollout),
-    or either through ``torch.compile`` (``train.compile``).
+    or either through ``torch.compile`` (``train.compile``). ``motion_weight``: see
+    ``train.motion_weight``; the returned mse is the unweighted one either way.
     """
     with amp_ctx:
         out = net(frames, conds, n_past, teacher_forcing=teacher_forcing, noise=noise)
     steps = out.pred.shape[1]
-    mse = ((out.pred.float() - frames[:, 1:]) ** 2).mean(dim=(0, 2, 3, 4)).sum()
+    sq = (out.pred.float() - frames[:, 1:]) ** 2  # (B, T-1, 3, H, W)
+    mse = sq.mean(dim=(0, 2, 3, 4)).sum()
+    recon = mse
+    if motion_weight > 0:
+        recon = (sq * (1 + motion_weight * moving_pixels(frames, n_past))).mean(dim=(0, 2, 3, 4)).sum()
     kl_levels = out.kl.float().mean(0).sum(0)  # (levels,)
     kl = kl_levels.sum()
-    loss = mse + beta * kl
+    loss = recon + beta * kl
     return loss, mse.detach() / steps, kl.detach() / steps, kl_levels.detach() / steps
+
+
+def moving_pixels(frames: torch.Tensor, n_past: int) -> torch.Tensor:
+    """(B, T-1, 1, H, W) 1.0 where frame t (t = 1..T-1) differs by more than the evaluation's
+    motion threshold, in some channel, from the last observed frame before it (x_{t-1} while
+    observed, then x_{n_past-1}), else 0.0."""
+    from vidpred.evaluation.metrics import motion_mask
+    from vidpred.models.svg import _last_observed_index
+
+    last = _last_observed_index(frames.shape[1], n_past, frames.device)
+    return motion_mask(frames[:, 1:], frames[:, last]).unsqueeze(2).float()
 
 
 @torch.no_grad()
@@ -293,7 +310,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
             beta = kl_beta(tc.kl, step, schedule_steps)
             tf = use_teacher_forcing(tf_ratio, tc.seed, step)
             noise = step_noise(tc.seed, step, noise_shape)[d.rank * local_batch : (d.rank + 1) * local_batch]
-            loss, mse, kl, kl_levels = compute_loss(forward, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx())
+            loss, mse, kl, kl_levels = compute_loss(forward, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx(),
+                                                     tc.motion_weight)
             terms = all_reduce_sum(d, torch.stack([loss.detach(), mse, kl]).double().cpu()) / d.world
             if not torch.isfinite(terms).all():
                 raise NonFiniteLossError(
