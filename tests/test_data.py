@@ -160,6 +160,7 @@ def _cache_files(root):
     return {p.relative_to(root).as_posix(): p for p in sorted((root / ".cache").rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_cache_rebuild_and_parallel_build_write_the_same_bytes(tmp_path, capsys):
     """A parallel build (64 sequences and more use the worker pool) writes the bytes of a
     one-process build; a fresh cache is left alone unless --rebuild rewrites it (same bytes)."""

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from vidpred.cli import main
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--workers", "1", "--no-progress"]) == 0

@@ -147,6 +147,7 @@ def test_report_images_load_in_chromium(report):
     assert not broken, f"images that did not load: {broken}"
 
 
+@pytest.mark.slow
 def test_report_shows_planning_results_of_runs_that_have_them(runs, tmp_path):
     from vidpred.errors import DataError
     from vidpred.reporting.report import build_report
