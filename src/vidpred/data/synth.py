@@ -138,9 +138,12 @@ def _random_shape(rng: np.random.Generator) -> tuple[str, float, list[tuple[floa
 class PushWorld:
     """One episode: the pymunk space, its bodies, and the end-effector controller state."""
 
-    def __init__(self, rng: np.random.Generator, hidden_rng: np.random.Generator | None = None):
+    def __init__(self, rng: np.random.Generator, hidden_rng: np.random.Generator | None = None,
+                 exact_setpoint: bool = False):
         self.rng = rng
         self.hidden_rng = hidden_rng  # None: every object has the same friction per unit mass
+        # False: the set-point of vidpred 0.1's world, which moves 1.1x the command (see step)
+        self.exact_setpoint = exact_setpoint
         self.space = pymunk.Space()
         self.space.gravity = (0.0, 0.0)
         self.static = self.space.static_body
@@ -228,11 +231,18 @@ class PushWorld:
         return np.array([tuple(o["body"].position) for o in self.objects]).reshape(-1, 2)
 
     def step(self, dxy: np.ndarray, dz: float, gripper: float) -> None:
-        """Move the set-point by ``dxy`` (units) over one frame and simulate it."""
+        """Move the set-point by ``dxy`` (units) over one frame and simulate it.
+
+        The set-point moves in SUBSTEPS equal parts at constant velocity, so the joint sees a
+        smooth trajectory. pymunk moves a kinematic body by its velocity during each
+        ``space.step``; the world of vidpred 0.1 (``exact_setpoint=False``, kept bit for bit)
+        also placed it at the end of each part first, so its set-point moved 1.1x the command.
+        With ``exact_setpoint`` it starts each part where the last ended and the step moves it
+        by exactly ``dxy``."""
         start = np.array(self.target.position)
+        lead = 0 if self.exact_setpoint else 1
         for s in range(1, SUBSTEPS + 1):
-            # Move the set-point gradually so the joint sees a smooth trajectory.
-            self.target.position = tuple(start + dxy * s / SUBSTEPS)
+            self.target.position = tuple(start + dxy * (s - 1 + lead) / SUBSTEPS)
             self.target.velocity = tuple(dxy / (SUBSTEPS * DT))
             self.space.step(DT)
         self.z = float(np.clip(self.z + dz, 0.0, 0.3))
@@ -388,7 +398,7 @@ class Episode:
         key = (int(seed), SPLIT_IDS[split], int(index))
         rng = np.random.default_rng(key)
         hidden_rng = np.random.default_rng(key + (1 + int(hidden_draw),)) if hidden else None
-        self.world = PushWorld(rng, hidden_rng)
+        self.world = PushWorld(rng, hidden_rng, exact_setpoint=hidden)
         self.planner = Planner(self.world, rng)
         self.renderer = Renderer(rng)  # built even if unused: it draws from rng, as the plans do later
         if hidden:
