@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from vidpred.config import Config, flatten, save_config
 from vidpred.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from vidpred.evaluation.metrics import psnr
-from vidpred.models.svg import SVG, rollout
+from vidpred.evaluation.metrics import motion_mask, psnr
+from vidpred.models.svg import SVG, _last_observed_index, rollout
 from vidpred.runtime import CompiledOrEager
 from vidpred.training import checkpoint as ckpt_io
 from vidpred.training.distributed import Dist, all_reduce_sum, setup, teardown
@@ -124,9 +124,6 @@ def moving_pixels(frames: torch.Tensor, n_past: int) -> torch.Tensor:
     """(B, T-1, 1, H, W) 1.0 where frame t (t = 1..T-1) differs by more than the evaluation's
     motion threshold, in some channel, from the last observed frame before it (x_{t-1} while
     observed, then x_{n_past-1}), else 0.0."""
-    from vidpred.evaluation.metrics import motion_mask
-    from vidpred.models.svg import _last_observed_index
-
     last = _last_observed_index(frames.shape[1], n_past, frames.device)
     return motion_mask(frames[:, 1:], frames[:, last]).unsqueeze(2).float()
 
