@@ -6,7 +6,11 @@ compared with the bytes and floats that went in, every error with its whole mess
 All run in well under a second each.
 """
 
+import io
+import multiprocessing
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +289,134 @@ def test_convert_progress_total_is_the_record_count_hint(source, tmp_path, monke
     assert convert.convert(names, tmp_path / "q", validate_record="a.tfrecords", quiet=True) == \
         {"train": 1, "validate": 1, "test": 1}
     assert totals[-1] == (None, True)
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so tqdm draws the bar (``disable=None``)."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_convert_draws_the_progress_bar_on_a_terminal_stderr(source, tmp_path, monkeypatch, workers):
+    src, _ = source
+    err = Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    convert.convert(src, tmp_path / "o", workers=workers)
+    dst = tmp_path / "o"
+    summary = f"{dst}: train 5, validate 1, test 2 sequences\n"
+    text = err.getvalue()
+    assert text.endswith(summary)  # the bar is closed before the summary line
+    bar = text[:-len(summary)].split("\r")[-1]  # the bar's last state, drawn by close()
+    # 8 sequences of the 2 + 256 + 3 + 256 that the file names promise
+    assert re.fullmatch(r"convert:\s+2%\|.*\| 8/517 \[[^]]*, ([\d.]+seq/s|[\d.]+s/seq)\]\n", bar), repr(bar)
+    err.truncate(0)
+    err.seek(0)
+    convert.convert(src, tmp_path / "q", workers=workers, quiet=True)
+    assert err.getvalue() == ""
+
+
+class Pools:
+    """``convert.get_context`` that records the size of every pool started."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def __call__(self, *args, **kwargs):
+        context = multiprocessing.get_context(*args, **kwargs)
+        sizes = self.sizes
+
+        class Context:
+            def Pool(self, processes):
+                sizes.append(processes)
+                return context.Pool(processes)
+
+        return Context()
+
+
+def tree(root):
+    """Every file under root as {relative path: bytes}."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_convert_starts_a_pool_only_for_more_than_one_worker(source, tmp_path, monkeypatch):
+    src, _ = source
+    pools = Pools()
+    monkeypatch.setattr(convert, "get_context", pools)
+    convert.convert(src, tmp_path / "default", quiet=True)  # the default is one worker: no pool
+    convert.convert(src, tmp_path / "one", workers=1, quiet=True)
+    assert pools.sizes == []
+    convert.convert(src, tmp_path / "two", workers=2, quiet=True)
+    convert.convert(src, tmp_path / "three", workers=3, quiet=True)
+    assert pools.sizes == [2, 3]
+    one = tree(tmp_path / "one")
+    assert len(one) == 8 * 32  # 30 PNGs and two CSVs per sequence
+    assert tree(tmp_path / "default") == one and tree(tmp_path / "two") == one and tree(tmp_path / "three") == one
+
+
+def test_convert_builds_in_a_temp_folder_beside_a_destination_two_folders_deep(source, tmp_path, monkeypatch):
+    src, _ = source
+    dst = tmp_path / "x" / "y" / "processed"  # neither x nor y exists yet
+    seen = []
+    real = convert.convert_file
+
+    def spy(task):
+        seen.append((Path(task[2]), sorted(p.name for p in dst.parent.iterdir())))
+        return real(task)
+
+    monkeypatch.setattr(convert, "convert_file", spy)
+    assert convert.convert(src, dst, quiet=True) == {"train": 5, "validate": 1, "test": 2}
+    tmp = seen[0][0]
+    assert tmp.parent == dst.parent and tmp.name.startswith("processed.tmp-"), tmp
+    assert seen == [(tmp, [tmp.name])] * 4  # one temp folder for all four files, and nothing else there
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["processed"]
+    assert sorted(p.name for p in dst.iterdir()) == ["test", "train", "validate"]
+
+    fail = tmp_path / "f" / "g" / "processed"
+    calls = []
+
+    def fail_on_the_third(task):
+        calls.append(Path(task[2]))
+        if len(calls) == 3:
+            assert sorted(p.name for p in calls[0].iterdir()) == ["train", "validate"]
+            raise DataError("stop")
+        return real(task)
+
+    monkeypatch.setattr(convert, "convert_file", fail_on_the_third)
+    with pytest.raises(DataError, match="^stop$"):
+        convert.convert(src, fail, quiet=True)
+    assert calls[0].parent == fail.parent and calls[0].name.startswith("processed.tmp-")
+    assert list(fail.parent.iterdir()) == []  # the temp folder is removed; the parents stay
+
+
+def test_an_interrupt_after_the_swap_is_the_error_raised(source, tmp_path, monkeypatch):
+    """The temp folder is gone once renamed; removing it again must not replace the error."""
+    src, _ = source
+    dst = tmp_path / "out"
+
+    class Interrupt(BaseException):
+        pass
+
+    real = convert.replace_dir
+
+    def swap_then_interrupt(new, target):
+        real(new, target)
+        raise Interrupt
+
+    monkeypatch.setattr(convert, "replace_dir", swap_then_interrupt)
+    with pytest.raises(Interrupt):
+        convert.convert(src, dst, quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "softmotion30_44k"]
+    assert sorted(p.name for p in dst.iterdir()) == ["test", "train", "validate"]
+
+
+def test_floats_are_float32_from_either_protobuf_backend():
+    """protobuf 7's containers give numpy float32 themselves (``__array__``); a plain sequence of
+    Python floats (a container without ``__array__``) would become float64 without the dtype."""
+    from types import SimpleNamespace
+
+    for value in ([1.5, -2.25, 0.1], example_pb2.FloatList(value=[1.5, -2.25, 0.1]).value):
+        f = convert._floats(SimpleNamespace(float_list=SimpleNamespace(value=value)))
+        assert f.dtype == np.float32 and f.shape == (3,)
+        assert f.tolist() == [1.5, -2.25, float(np.float32(0.1))]
