@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tfrecord import example_pb2
-from tfrecord.writer import TFRecordWriter
 
 from vidpred.data import convert
 from vidpred.data.layout import read_sequence
 from vidpred.errors import ConfigError, DataError
+
+from test_data_convert import _write_records as write_records  # the TFRecord writer of the converter tests
 
 
 def sequence(seed):
@@ -39,19 +40,6 @@ def example(frames, actions, positions, edit=None):
     if edit is not None:
         edit(feats)
     return ex.SerializeToString()
-
-
-def write_records(path, seqs):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = TFRecordWriter(str(path))
-    for frames, actions, positions in seqs:
-        datum = {}
-        for i in range(30):
-            datum[f"{i}/image_aux1/encoded"] = (frames[i].tobytes(), "byte")
-            datum[f"{i}/action"] = (actions[i].tolist(), "float")
-            datum[f"{i}/endeffector_pos"] = (positions[i].tolist(), "float")
-        writer.write(datum)
-    writer.close()
 
 
 def test_record_count_hint():
