@@ -15,7 +15,7 @@ from vidpred.config import KLConfig, TeacherForcingConfig, load_config
 from vidpred.errors import CheckpointError, NonFiniteLossError
 from vidpred.training import checkpoint as ckpt_io
 from vidpred.training import trainer
-from vidpred.training.schedules import kl_beta, teacher_forcing_ratio, use_teacher_forcing
+from vidpred.training.schedules import kl_beta, learning_rate, teacher_forcing_ratio, use_teacher_forcing
 
 TINY = [
     "model.width=4", "model.g_dim=16", "model.z_dim=4", "model.rnn_size=16", "model.cond_embed=8",
@@ -58,6 +58,52 @@ def test_cyclical_kl_restarts_each_cycle():
 
 def test_constant_kl():
     assert {kl_beta(KLConfig(schedule="constant", beta_max=1e-4), s, 10) for s in range(10)} == {1e-4}
+
+
+def test_cosine_learning_rate_falls_from_lr_to_its_final_fraction():
+    """A half cosine from lr at step 0 to lr * final at the last planned step (and after),
+    written out as lr * final + lr * (1 - final) * (1 + cos(pi * step / (total - 1))) / 2."""
+    import math
+
+    lrs = [learning_rate(0.002, "cosine", 0.1, s, 11) for s in range(14)]
+    want = [0.0002 + 0.0018 * (1 + math.cos(math.pi * s / 10)) / 2 for s in range(11)] + [0.0002] * 3
+    assert lrs == pytest.approx(want, rel=1e-12, abs=0)
+    assert lrs[0] == 0.002 and lrs[5] == pytest.approx(0.0011) and lrs[10] == pytest.approx(0.0002)
+    assert all(a > b for a, b in zip(lrs[:10], lrs[1:11]))  # strictly falling over the plan
+    assert learning_rate(0.002, "cosine", 0.0, 10, 11) == pytest.approx(0.0, abs=1e-18)
+    assert learning_rate(0.002, "cosine", 1.0, 4, 11) == pytest.approx(0.002)
+    assert learning_rate(0.5, "cosine", 0.1, 0, 1) == 0.5 and learning_rate(0.5, "cosine", 0.1, 3, 1) == pytest.approx(0.05)
+    assert {learning_rate(0.003, "constant", 0.1, s, 11) for s in range(20)} == {0.003}
+
+
+def test_training_follows_the_cosine_schedule_and_resumes_it_exactly(synth_root, tmp_path, capsys):
+    """The optimiser's rate at each step is the schedule's over the planned steps; an extended
+    run stays at the final rate; the schedule cannot change on --resume."""
+    out = tmp_path / "run"
+    cfg = tiny_cfg(synth_root, "train.epochs=2", "train.lr_schedule=cosine", "train.lr_final=0.25")
+    trainer.train(cfg, out, progress=False)  # 4 steps
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=3"]) == 0
+    logged = {r["step"]: r["lr"] for r in trainer.read_metrics(out) if r["kind"] == "step"}
+    assert sorted(logged) == list(range(1, 7))
+    for step, lr in logged.items():  # logged after step `step`: the rate of 0-based step - 1
+        assert lr == pytest.approx(learning_rate(0.002, "cosine", 0.25, step - 1, 4)), step
+    assert logged[1] == pytest.approx(0.002) and logged[4] == logged[6] == pytest.approx(0.0005)
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=4",
+                 "train.lr_final=0.5"]) == 2
+    assert f"cannot resume {out / 'last.pt'} with train.lr_final=0.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr_schedule=linear", "train.lr_schedule must be constant or cosine, got 'linear'"),
+    ("train.lr_final=1.5", "train.lr_final must be in [0, 1], got 1.5"),
+    ("train.lr_final=-0.1", "train.lr_final must be in [0, 1], got -0.1"),
+])
+def test_learning_rate_schedule_settings_are_checked(override, message):
+    from vidpred.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config("synth-cpu", [override])
+    assert str(err.value) == message
 
 
 def test_teacher_forcing_ratio_decays_to_its_floor():

@@ -194,7 +194,13 @@ class TrainConfig:
     batch_size: int = 12
     """Global batch (split across processes under torchrun)."""
     lr: float = 0.002
-    """Adam learning rate."""
+    """Adam learning rate (the start of ``lr_schedule``)."""
+    lr_schedule: str = "constant"
+    """``constant``, or ``cosine``: from ``lr`` down to ``lr * lr_final`` along a half cosine
+    over the steps the run planned (``epochs`` x steps per epoch when it started; an extended
+    run stays at the final rate)."""
+    lr_final: float = 0.1
+    """Fraction of ``lr`` that ``lr_schedule: cosine`` reaches at the last planned step."""
     beta1: float = 0.9
     """Adam beta1."""
     grad_clip: float = 0.0
@@ -245,6 +251,10 @@ class TrainConfig:
             raise ConfigError(f"train.n_past + train.n_future must be <= 30 (sequence length), got {self.n_past + self.n_future}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"train.lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_final <= 1.0:  # also rejects NaN
+            raise ConfigError(f"train.lr_final must be in [0, 1], got {self.lr_final}")
         if self.amp not in ("none", "bf16", "auto"):
             raise ConfigError(f"train.amp must be none, bf16 or auto, got {self.amp!r}")
         if self.device not in ("auto", "cpu", "cuda"):

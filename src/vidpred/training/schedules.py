@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from vidpred.config import KLConfig, TeacherForcingConfig
@@ -23,6 +25,21 @@ def kl_beta(cfg: KLConfig, step: int, total_steps: int) -> float:
     period = total / (cfg.cycles if cfg.schedule == "cyclical" else 1)
     tau = (step % period) / period if cfg.schedule == "cyclical" else min(step / period, 1.0)
     return float(cfg.beta_max * min(tau / cfg.ratio, 1.0))
+
+
+def learning_rate(lr: float, schedule: str, final: float, step: int, total_steps: int) -> float:
+    """Learning rate at optimiser step ``step`` (0-based) of ``total_steps``.
+
+    * ``constant``: ``lr`` throughout.
+    * ``cosine``: ``lr * (final + (1 - final) * (1 + cos(pi * tau)) / 2)`` with
+      ``tau = step / (total_steps - 1)`` clamped to [0, 1]: ``lr`` at the first step,
+      ``lr * final`` at the last planned one and after (Loshchilov & Hutter 2017,
+      one cycle without restarts).
+    """
+    if schedule == "constant":
+        return float(lr)
+    tau = min(max(step / max(int(total_steps) - 1, 1), 0.0), 1.0)
+    return float(lr * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * tau))))
 
 
 def teacher_forcing_ratio(cfg: TeacherForcingConfig, epoch: int) -> float:

@@ -37,7 +37,7 @@ from vidpred.models.svg import SVG, _last_observed_index, rollout
 from vidpred.runtime import CompiledOrEager
 from vidpred.training import checkpoint as ckpt_io
 from vidpred.training.distributed import Dist, all_reduce_sum, setup, teardown
-from vidpred.training.schedules import kl_beta, teacher_forcing_ratio, use_teacher_forcing
+from vidpred.training.schedules import kl_beta, learning_rate, teacher_forcing_ratio, use_teacher_forcing
 
 METRICS = "metrics.jsonl"
 TIMING_KEYS = ("seq_per_s", "time")  # the only fields of a log line that vary between identical runs
@@ -230,7 +230,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         raise DataError(f"train split of {cfg.data.root} has {len(train_ds)} sequences, fewer than train.batch_size {tc.batch_size}")
     steps_per_epoch = tc.steps_per_epoch or len(train_ds) // tc.batch_size
     total_steps = tc.epochs * steps_per_epoch
-    # The KL schedule's length is the plan the run started with: extending a run
+    # The KL and learning-rate schedules' length is the plan the run started with: extending a run
     # (more epochs on --resume) must not re-time the steps already planned.
     schedule_steps = total_steps
     if start_ckpt is not None:
@@ -305,6 +305,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
         for frames, conds in loader:
             frames, conds = frames.to(device, non_blocking=True), conds.to(device, non_blocking=True)
             beta = kl_beta(tc.kl, step, schedule_steps)
+            for group in optimizer.param_groups:  # a pure function of the step: exact on resume
+                group["lr"] = learning_rate(tc.lr, tc.lr_schedule, tc.lr_final, step, schedule_steps)
             tf = use_teacher_forcing(tf_ratio, tc.seed, step)
             noise = step_noise(tc.seed, step, noise_shape)[d.rank * local_batch : (d.rank + 1) * local_batch]
             loss, mse, kl, kl_levels = compute_loss(forward, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx(),
