@@ -12,14 +12,18 @@ All run in well under a second each, without training.
 """
 
 import colorsys
+import io
 import json
 import math
 import re
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pymunk
 import pytest
+from PIL import Image
 
 from vidpred.data import synth
 from vidpred.data.layout import read_sequence
@@ -138,6 +142,7 @@ def test_walls_effector_and_objects_of_a_world():
             spin = [c for c in space.constraints if isinstance(c, pymunk.GearJoint) and c.b is body]
             assert len(slide) == 1 and len(spin) == 1 and slide[0].a is world.static and spin[0].a is world.static
             assert slide[0].max_bias == 0.0 and slide[0].max_force == pytest.approx(150.0 * m)
+            assert tuple(slide[0].anchor_a) == (0, 0) and tuple(slide[0].anchor_b) == (0, 0)
             assert spin[0].max_bias == 0.0 and spin[0].max_force == pytest.approx(150.0 * m * r * 0.5)
             assert spin[0].phase == 0.0 and spin[0].ratio == 1.0
             h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in o["colour"]))
@@ -166,11 +171,60 @@ def test_hidden_properties_make_objects_heavy_or_slippery():
             assert o["mass"] == pytest.approx(mass) and o["friction"] == pytest.approx(friction)
             slide = [c for c in world.space.constraints if isinstance(c, pymunk.PivotJoint) and c.b is o["body"]][0]
             assert slide.max_force == pytest.approx(150.0 * friction * mass)
+            spin = [c for c in world.space.constraints if isinstance(c, pymunk.GearJoint) and c.b is o["body"]][0]
+            assert spin.max_force == pytest.approx(150.0 * friction * mass * o["radius"] * 0.5)
             if heavy:
                 assert slide.max_force > 4000.0  # the effector cannot move it
             seen_heavy |= heavy
             seen_light |= not heavy
     assert seen_heavy and seen_light
+
+
+class ScriptedSpots:
+    """An rng for ``PushWorld._add_objects``: every shape a box of radius 5, the candidate
+    spots (the draws of size 2) from a list, every other draw from a real generator."""
+
+    def __init__(self, spots):
+        self.spots, self.real, self.drawn = list(spots), np.random.default_rng(0), 0
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        if size == 2:
+            self.drawn += 1
+            return np.array(self.spots.pop(0), float)
+        return 5.0 if (low, high) == (4.5, 8.0) else self.real.uniform(low, high, size)
+
+    def choice(self, options):
+        return "box"
+
+
+def world_without_objects():
+    """A world whose objects are removed and whose disc (and set-point) is at (20, 30)."""
+    world = synth.PushWorld(np.random.default_rng(0))
+    for o in world.objects:
+        world.space.remove(o["body"], *o["body"].shapes, *o["body"].constraints)
+    world.objects = []
+    world.eff.position = world.target.position = (20.0, 30.0)
+    return world
+
+
+def test_objects_keep_strictly_clear_and_are_left_out_after_fifty_tries():
+    """A spot is taken only if it is more than radius + 3 + 3 from the disc and more than the
+    two radii + 1 from every earlier object (radius 5: more than 11 in both cases); after 50
+    refused spots that object is left out and the next one is placed."""
+    world = world_without_objects()
+    world.rng = rng = ScriptedSpots([(31.0, 30.0), (31.5, 30.0),   # 11 from the disc: refused; 11.5: taken
+                                     (31.5, 41.0), (31.5, 41.5)])  # 11 from the first object: refused; 11.5
+    world._add_objects(2)
+    assert [tuple(o["body"].position) for o in world.objects] == [(31.5, 30.0), (31.5, 41.5)]
+    assert rng.drawn == 4 and rng.spots == []
+    blocked = [(20.0, 30.0)] * 50  # on the disc
+    world = world_without_objects()
+    world.rng = rng = ScriptedSpots(blocked + [(40.0, 40.0)])
+    world._add_objects(1)
+    assert world.objects == [] and rng.drawn == 50  # the 51st spot is never drawn
+    world.rng = rng = ScriptedSpots(blocked + [(40.0, 40.0)])
+    world._add_objects(2)  # the first object is left out, the second goes to the next spot
+    assert [tuple(o["body"].position) for o in world.objects] == [(40.0, 40.0)] and rng.drawn == 51
 
 
 def test_collision_mask_follows_the_height_of_the_disc():
@@ -208,6 +262,29 @@ def test_world_step_moves_the_set_point_in_ten_substeps_and_clips_z():
     assert world.z == 0.0 and world.gripper == 1.0 and world.eff_shape.filter.mask == 0b101
     world.step(np.zeros(2), 0.03, 1.0)
     assert world.z == pytest.approx(0.03)
+
+
+def test_the_exact_set_point_moves_by_the_command():
+    """``exact_setpoint`` (the world with hidden causes) starts each of the ten parts where the
+    last one ended, start + dxy (s - 1) / 10 before substep s, and ends at start + dxy; the
+    world of vidpred 0.1 (the default) places it at the end of each part first: 1.1 dxy."""
+    for exact, lead in ((True, 0), (False, 1)):
+        world = synth.PushWorld(np.random.default_rng(3), exact_setpoint=exact)
+        assert world.exact_setpoint is exact
+        start = np.array(world.target.position)
+        world.space = counting = CountingSpace(world.space, world.target)
+        dxy = np.array([2.5, -1.25])
+        world.step(dxy, 0.0, 1.0)
+        assert len(counting.calls) == 10
+        for s, (_, pos, vel) in enumerate(counting.calls, 1):
+            np.testing.assert_allclose(pos, start + dxy * (s - 1 + lead) / 10, atol=1e-12)
+            np.testing.assert_allclose(vel, dxy / 0.1)
+        np.testing.assert_allclose(world.target.position, start + dxy * (1 + lead / 10), atol=1e-12)
+    assert synth.PushWorld(np.random.default_rng(3)).exact_setpoint is False
+    assert synth.Episode(0, "train", 0, hidden=True).world.exact_setpoint is True
+    assert synth.Episode(0, "train", 0, hidden=False).world.exact_setpoint is False
+    default = synth.Episode(0, "train", 0).world  # hidden causes are on by default
+    assert default.exact_setpoint is True and default.hidden_rng is not None
 
 
 def test_the_disc_follows_a_free_set_point():
@@ -344,6 +421,9 @@ def test_next_action_moves_on_to_the_next_waypoint_and_replans_after_the_last():
     not_yet = planner_at(here, (0.0, 0.0), 2.0, [((20.5, 30.0), 0.02), ((30.0, 30.0), 0.14)], z=0.04)
     not_yet.next_action()  # 0.02 below its height: not reached
     assert len(not_yet.waypoints) == 2
+    exactly = planner_at(here, (0.0, 0.0), 2.0, [((20.5, 30.0), 0.0), ((30.0, 30.0), 0.14)], z=0.01)
+    exactly.next_action()  # exactly 0.01 above its height (0.01 - 0.0 has no rounding): not reached yet
+    assert len(exactly.waypoints) == 2
     last = planner_at(here, (0.0, 0.0), 2.0, [((20.5, 30.0), 0.02)], z=0.02)
     last.next_action()
     assert len(last.waypoints) == 2 and not np.array_equal(last.waypoints[0][0], [20.5, 30.0])  # a new plan
@@ -520,15 +600,29 @@ def test_episode_step_action_units_and_clipping():
     np.testing.assert_array_equal(ep.render(), ep.renderer.render(ep.world))
 
 
+def test_a_float32_action_moves_the_world_as_the_same_numbers_in_float64():
+    """Planning hands actions over as float32: each is widened to float64 before it is scaled
+    and cut into substeps, so the world moves exactly as under the same numbers in float64."""
+    a32 = np.array([0.0123, -0.0456, 0.01, 0.5], np.float32)
+    one, two = synth.Episode(0, "test", 2, hidden=True), synth.Episode(0, "test", 2, hidden=True)
+    for _ in range(3):
+        one.step(a32)
+        two.step(a32.astype(np.float64))
+    assert tuple(one.world.target.position) == tuple(two.world.target.position)
+    assert tuple(one.world.eff.position) == tuple(two.world.eff.position) and one.world.z == two.world.z
+
+
 def test_clip_move_stops_at_the_table_margin_and_is_exact_inside():
     ep = synth.Episode(0, "test", 2, hidden=False)
     ep.world.target.position = (10.0, 50.0)
     inside = np.array([0.3, -0.7])
     assert ep.clip_move(inside) is inside
-    np.testing.assert_array_equal(ep.clip_move(np.array([-4.0, 0.0])), [-4.0, 0.0])  # exactly to 6
+    to_six = np.array([-4.0, 0.0])  # exactly to 6: not past the margin, so the move itself
+    assert ep.clip_move(to_six) is to_six and to_six.tolist() == [-4.0, 0.0]
     np.testing.assert_array_equal(ep.clip_move(np.array([-5.0, 1.0])), [-4.0, 1.0])
     np.testing.assert_array_equal(ep.clip_move(np.array([2.0, 9.0])), [2.0, 8.0])
-    np.testing.assert_array_equal(ep.clip_move(np.array([2.0, 8.0])), [2.0, 8.0])  # exactly to 58
+    to_58 = np.array([2.0, 8.0])  # exactly to 58: the move itself
+    assert ep.clip_move(to_58) is to_58 and to_58.tolist() == [2.0, 8.0]
 
 
 def test_simulate_replay_and_scripted_actions_agree():
@@ -569,6 +663,8 @@ def test_moved_with_and_without_objects():
     tracks[-1, 0] = [1.0, 0.0]
     assert synth._moved(tracks) == 5.0 and type(synth._moved(tracks)) is float
     assert synth._moved(np.zeros((3, 0, 2))) == 0.0
+    tracks[1] = [[6.0, 8.0], [1.0, 1.0]]  # frame 1 is not the start: the displacement is from frame 0
+    assert synth._moved(tracks) == 5.0
 
 
 def spread_by_hand(seed, starts, draws, threshold=2.0):
@@ -603,6 +699,46 @@ def test_hidden_spread_when_nothing_is_pushed(monkeypatch):
     assert got["pushed_objects"] == 0 and got["pushed_mean_px"] == got["pushed_max_px"] == 0.0
 
 
+def test_hidden_spread_on_made_up_tracks(monkeypatch):
+    """``measure_hidden_spread`` over tracks written here (3 frames, 2 draws): start 0 has no
+    objects; start 1 has A (ends 2.0 and 1.0 px from its start: exactly the threshold, not
+    pushed) and B (moves 5 px in the last frame only: pushed); start 2 has C (moved by frame 1
+    already, then still: pushed). Spreads: A 0.5, B sqrt(5), C 1.5 sqrt(2)."""
+    a0, a1 = [[10, 10], [10, 10], [12, 10]], [[10, 10], [10, 10], [11, 10]]
+    b0, b1 = [[30, 30], [30, 30], [33, 34]], [[30, 30], [30, 30], [31, 30]]
+    c0, c1 = [[20, 20], [23, 24], [23, 24]], [[20, 20], [20, 21], [20, 21]]
+    tracks = {0: [np.zeros((3, 0, 2))] * 2,
+              1: [np.stack([a0, b0], 1), np.stack([a1, b1], 1)],
+              2: [np.array(c0)[:, None], np.array(c1)[:, None]]}
+    recorded, calls = {}, []
+
+    def scripted_actions(seed, split, index, hidden):
+        assert (seed, split, hidden) == (7, "test", True)
+        recorded[index] = np.full((30, 4), float(index))
+        return recorded[index]
+
+    def replay(seed, split, index, actions, hidden=True, hidden_draw=0, render=True):  # replay's defaults
+        assert actions is recorded[index]
+        calls.append((seed, split, index, hidden_draw, hidden, render))
+        return dict(frames=None, positions=None, tracks=np.asarray(tracks[index][hidden_draw], float))
+
+    monkeypatch.setattr(synth, "scripted_actions", scripted_actions)
+    monkeypatch.setattr(synth, "replay", replay)
+    got = synth.measure_hidden_spread(7, starts=3, draws=2)
+    assert [c[:4] for c in calls] == [(7, "test", i, d) for i in range(3) for d in range(2)]
+    assert all(hidden is True and not render for *_, hidden, render in calls)  # hidden causes on, no frames drawn
+    a, b, c = 0.5, math.sqrt(5), 1.5 * math.sqrt(2)
+    assert got == dict(starts=3, draws=2, objects=3, pushed_objects=2, mean_px=round((a + b + c) / 3, 3),
+                       pushed_mean_px=round((b + c) / 2, 3), pushed_median_px=round((b + c) / 2, 3),
+                       pushed_max_px=round(b, 3))
+    assert (got["mean_px"], got["pushed_mean_px"], got["pushed_max_px"]) == (1.619, 2.179, 2.236)
+    calls.clear()
+    assert synth.measure_hidden_spread(7, starts=1, draws=2) == dict(  # no object at all: zeros, not NaN
+        starts=1, draws=2, objects=0, pushed_objects=0, mean_px=0.0, pushed_mean_px=0.0, pushed_median_px=0.0,
+        pushed_max_px=0.0)
+    assert len(calls) == 2
+
+
 # -- files: paths, generate, synth.json -------------------------------------------------------
 
 
@@ -612,6 +748,33 @@ def test_sequence_path_groups_256_per_folder(tmp_path):
     assert synth.sequence_path(tmp_path, "test", 256, 600) == tmp_path / "test" / "traj_256_to_511.tfrecords" / "0"
     assert synth.sequence_path(tmp_path, "test", 520, 600) == tmp_path / "test" / "traj_512_to_599.tfrecords" / "8"
     assert synth.sequence_path(tmp_path, "test", 511, 512) == tmp_path / "test" / "traj_256_to_511.tfrecords" / "255"
+
+
+def test_write_one_simulates_and_writes_pngs_at_compression_level_3(tmp_path, monkeypatch):
+    """Level 3 (faster than Pillow's default 6): the files are the bytes Pillow writes at 3."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 200, 64)[None, :, None] + np.linspace(0, 50, 64)[:, None, None]
+    frames = np.clip(ramp + rng.integers(0, 12, (30, 64, 64, 3)), 0, 255).astype(np.uint8)
+    episode = dict(frames=frames, actions=np.full((30, 4), 0.25, np.float32),
+                   positions=np.full((30, 3), 0.5, np.float32), max_displacement=4.5)
+    calls = []
+    monkeypatch.setattr(synth, "simulate", lambda seed, split, index, hidden=False:
+                        calls.append((seed, split, index, hidden)) or episode)
+    assert synth._write_one((str(tmp_path), "test", 300, 600, 9, True)) == 4.5
+    assert calls == [(9, "test", 300, True)]
+
+    def png(frame, level):
+        buf = io.BytesIO()
+        Image.fromarray(frame, "RGB").save(buf, "PNG", compress_level=level)
+        return buf.getvalue()
+
+    assert len({png(frames[0], level) for level in (3, 4, 6)}) == 3  # the levels give different files
+    seq = tmp_path / "test" / "traj_256_to_511.tfrecords" / "44"
+    for t in (0, 29):
+        assert (seq / f"{t}.png").read_bytes() == png(frames[t], 3)
+    frames_back, conds = read_sequence(seq)
+    np.testing.assert_array_equal(frames_back, frames)
+    np.testing.assert_array_equal(conds, np.concatenate([episode["actions"], episode["positions"]], 1))
 
 
 DETERMINISTIC_SPREAD = dict(starts=0, draws=0, objects=0, pushed_objects=0, mean_px=0.0, pushed_mean_px=0.0,
@@ -632,7 +795,7 @@ def test_generate_writes_the_simulated_sequences_and_synth_json(tmp_path, capsys
             np.testing.assert_array_equal(conds, np.concatenate([ep["actions"], ep["positions"]], 1))
     pushed = float(np.mean(np.array(moved) > 2.0))
     on_disk = json.loads((dst / "synth.json").read_text())
-    assert on_disk == info and (dst / "synth.json").read_text().endswith("}\n")
+    assert on_disk == info and (dst / "synth.json").read_text() == json.dumps(info, indent=2) + "\n"
     assert info["params"] == dict(train=2, validate=1, test=1, seed=3, hidden_causes=False)
     assert info["generator"] == "vidpred.data.synth" and info["pushed_fraction"] == pushed
     assert info["push_threshold_px"] == 2.0 and info["hidden_causes"] is False
@@ -682,7 +845,7 @@ def test_generate_is_idempotent_and_refuses_other_contents(tmp_path, capsys):
         synth.generate(dst, train=1, validate=1, test=1, hidden=False, quiet=True)
     new = synth.generate(dst, train=1, validate=1, test=1, seed=1, hidden=False, quiet=True, overwrite=True)
     assert new["params"]["seed"] == 1 and json.loads((dst / "synth.json").read_text())["params"]["seed"] == 1
-    fresh = tmp_path / "a" / "b"  # parents are made
+    fresh = tmp_path / "a" / "b" / "c"  # parents are made, two folders deep
     synth.generate(fresh, train=1, validate=1, test=1, hidden=False, quiet=True)
     assert (fresh / "synth.json").is_file()
 
@@ -739,3 +902,142 @@ def test_measure_push_fraction_counts_sequences_past_the_threshold():
     assert synth.measure_push_fraction(4, seed=1) == np.mean(np.array(moved) > 2.0)
     moved_h = [synth.simulate(1, "train", i, hidden=True)["max_displacement"] for i in range(4)]
     assert synth.measure_push_fraction(4, seed=1, hidden=True) == np.mean(np.array(moved_h) > 2.0)
+
+
+class Interrupt(BaseException):
+    pass
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so tqdm draws the bar (``disable=None``)."""
+
+    def isatty(self):
+        return True
+
+
+class SerialPools:
+    """``synth.get_context`` whose pools record their size and run ``imap`` in this process."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def __call__(self, *args, **kwargs):
+        sizes = self.sizes
+
+        class Pool:
+            def __init__(self, processes):
+                sizes.append(processes)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def imap(self, fn, tasks, chunksize=1):
+                return map(fn, tasks)
+
+        return SimpleNamespace(Pool=Pool)
+
+
+MADE_UP = {("train", 0): 2.0, ("train", 1): 2.5, ("validate", 0): 0.0, ("test", 0): 7.0}  # px; 2.0 is no push
+
+
+def made_up_write(task):
+    """``_write_one`` without simulating or writing: the displacement of MADE_UP."""
+    return MADE_UP[task[1], task[2]]
+
+
+def test_generate_draws_its_bar_on_a_terminal_and_reports_time_and_pushes(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "_write_one", made_up_write)
+    clock = iter([100.0, 103.14159])
+    monkeypatch.setattr(synth, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    err = Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    dst = tmp_path / "d"
+    info = synth.generate(dst, train=2, validate=1, test=1, seed=3, hidden=False)
+    assert info["seconds"] == 3.14 and info["pushed_fraction"] == 0.5 and info["workers"] == 1
+    assert (dst / "synth.json").read_text() == json.dumps(info, indent=2) + "\n"
+    summary = f"{dst}: 4 sequences in 3.1 s, objects pushed in 50%, deterministic world (no hidden causes)\n"
+    text = err.getvalue()
+    assert text.endswith(summary)  # the bar is closed before the summary line
+    bar = text[:-len(summary)].split("\r")[-1]  # the bar's last state, drawn by close()
+    assert re.fullmatch(r"synth: 100%\|.*\| 4/4 \[[^]]*, ([\d.?]+seq/s|[\d.]+s/seq)\]\n", bar), repr(bar)
+    err.truncate(0)
+    err.seek(0)
+    clock = iter([0.0, 1.0])
+    synth.generate(tmp_path / "q", train=2, validate=1, test=1, hidden=False, quiet=True)
+    assert err.getvalue() == ""
+
+
+def test_generate_starts_a_pool_only_for_more_than_one_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "_write_one", made_up_write)
+    pools = SerialPools()
+    monkeypatch.setattr(synth, "get_context", pools)
+    for name, workers in (("default", None), ("one", 1), ("two", 2), ("three", 3)):
+        extra = {} if workers is None else dict(workers=workers)
+        info = synth.generate(tmp_path / name, train=2, validate=1, test=1, hidden=False, quiet=True, **extra)
+        assert info["workers"] == (workers or 1) and info["pushed_fraction"] == 0.5
+    assert pools.sizes == [2, 3]
+
+
+def test_generate_builds_in_a_temp_folder_beside_a_deep_destination_and_cleans_up(tmp_path, monkeypatch):
+    dst = tmp_path / "x" / "y" / "d"  # neither x nor y exists yet
+    seen = []
+
+    def spy(task):
+        seen.append((Path(task[0]), sorted(p.name for p in dst.parent.iterdir())))
+        return 0.0
+
+    monkeypatch.setattr(synth, "_write_one", spy)
+    synth.generate(dst, train=2, validate=1, test=1, hidden=False, quiet=True)
+    tmp = seen[0][0]
+    assert tmp.parent == dst.parent and tmp.name.startswith("d.tmp-"), tmp
+    assert seen == [(tmp, [tmp.name])] * 4  # one temp folder for all four sequences, and nothing else there
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["d"] and (dst / "synth.json").is_file()
+    fail = tmp_path / "f" / "g" / "d"
+    calls = []
+
+    def interrupted(task):
+        calls.append(Path(task[0]))
+        if len(calls) == 2:
+            raise Interrupt
+        return 0.0
+
+    monkeypatch.setattr(synth, "_write_one", interrupted)
+    with pytest.raises(Interrupt):
+        synth.generate(fail, train=2, validate=1, test=1, hidden=False, quiet=True)
+    assert calls[0].parent == fail.parent and list(fail.parent.iterdir()) == []  # the temp folder removed
+
+
+def test_an_interrupt_after_the_swap_is_the_error_raised(tmp_path, monkeypatch):
+    """The temp folder is gone once renamed; removing it again must not replace the error."""
+    monkeypatch.setattr(synth, "_write_one", made_up_write)
+    real = synth.replace_dir
+
+    def swap_then_interrupt(new, target):
+        real(new, target)
+        raise Interrupt
+
+    monkeypatch.setattr(synth, "replace_dir", swap_then_interrupt)
+    dst = tmp_path / "d"
+    with pytest.raises(Interrupt):
+        synth.generate(dst, train=2, validate=1, test=1, hidden=False, quiet=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and (dst / "synth.json").is_file()
+
+
+def test_measure_push_fraction_defaults_and_threshold(monkeypatch):
+    """200 train sequences of seed 0 without hidden causes by default; a sequence counts when its
+    largest displacement is more than 2 px (2.0 exactly does not)."""
+    calls = []
+
+    def simulate(seed, split, index, hidden=False):  # simulate's default
+        calls.append((seed, split, index, hidden))
+        return dict(max_displacement=(2.0, 2.5, 0.0, 9.0)[index % 4])
+
+    monkeypatch.setattr(synth, "simulate", simulate)
+    assert synth.measure_push_fraction() == 0.5
+    assert calls == [(0, "train", i, False) for i in range(200)]
+    calls.clear()
+    assert synth.measure_push_fraction(4, seed=5, hidden=True) == 0.5
+    assert calls == [(5, "train", i, True) for i in range(4)]
