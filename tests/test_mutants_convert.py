@@ -298,7 +298,7 @@ def test_convert_draws_the_progress_bar_on_a_terminal_stderr(source, tmp_path, m
     assert text.endswith(summary)  # the bar is closed before the summary line
     bar = text[:-len(summary)].split("\r")[-1]  # the bar's last state, drawn by close()
     # 8 sequences of the 2 + 256 + 3 + 256 that the file names promise
-    assert re.fullmatch(r"convert:\s+2%\|.*\| 8/517 \[[^]]*, ([\d.]+seq/s|[\d.]+s/seq)\]\n", bar), repr(bar)
+    assert re.fullmatch(r"convert:\s+2%\|.*\| 8/517 \[[^]]*,\s+([\d.]+seq/s|[\d.]+s/seq)\]\n", bar), repr(bar)
     err.truncate(0)
     err.seek(0)
     convert.convert(src, tmp_path / "q", workers=workers, quiet=True)
