@@ -73,6 +73,9 @@ def test_cosine_learning_rate_falls_from_lr_to_its_final_fraction():
     assert learning_rate(0.002, "cosine", 0.0, 10, 11) == pytest.approx(0.0, abs=1e-18)
     assert learning_rate(0.002, "cosine", 1.0, 4, 11) == pytest.approx(0.002)
     assert learning_rate(0.5, "cosine", 0.1, 0, 1) == 0.5 and learning_rate(0.5, "cosine", 0.1, 3, 1) == pytest.approx(0.05)
+    # a plan of one or two steps: the final rate from the second step on
+    assert learning_rate(0.5, "cosine", 0.1, 1, 1) == pytest.approx(0.05)
+    assert [learning_rate(0.5, "cosine", 0.1, s, 2) for s in range(3)] == pytest.approx([0.5, 0.05, 0.05])
     assert {learning_rate(0.003, "constant", 0.1, s, 11) for s in range(20)} == {0.003}
 
 
