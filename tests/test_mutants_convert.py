@@ -286,6 +286,13 @@ class Terminal(io.StringIO):
         return True
 
 
+def last_bar_before(text: str, summary: str) -> str:
+    """The last state of a tqdm bar (drawn by ``close()``) in ``text``, checking that the bar
+    is closed before the ``summary`` line that ends the text."""
+    assert text.endswith(summary), repr(text[-200:])
+    return text[:-len(summary)].split("\r")[-1]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_convert_draws_the_progress_bar_on_a_terminal_stderr(source, tmp_path, monkeypatch, workers):
     src, _ = source
@@ -294,9 +301,7 @@ def test_convert_draws_the_progress_bar_on_a_terminal_stderr(source, tmp_path, m
     convert.convert(src, tmp_path / "o", workers=workers)
     dst = tmp_path / "o"
     summary = f"{dst}: train 5, validate 1, test 2 sequences\n"
-    text = err.getvalue()
-    assert text.endswith(summary)  # the bar is closed before the summary line
-    bar = text[:-len(summary)].split("\r")[-1]  # the bar's last state, drawn by close()
+    bar = last_bar_before(err.getvalue(), summary)
     # 8 sequences of the 2 + 256 + 3 + 256 that the file names promise
     assert re.fullmatch(r"convert:\s+2%\|.*\| 8/517 \[[^]]*,\s+([\d.]+seq/s|[\d.]+s/seq)\]\n", bar), repr(bar)
     err.truncate(0)

@@ -29,6 +29,8 @@ from vidpred.data import synth
 from vidpred.data.layout import read_sequence
 from vidpred.errors import ConfigError, DataError
 
+from test_mutants_convert import Terminal, last_bar_before  # a stderr that is a terminal, the bar's last state
+
 MARGIN = 3.0 + 3.0  # wall + effector radius: where the set-point may go
 
 
@@ -908,13 +910,6 @@ class Interrupt(BaseException):
     pass
 
 
-class Terminal(io.StringIO):
-    """A stderr that says it is a terminal, so tqdm draws the bar (``disable=None``)."""
-
-    def isatty(self):
-        return True
-
-
 class SerialPools:
     """``synth.get_context`` whose pools record their size and run ``imap`` in this process."""
 
@@ -959,9 +954,7 @@ def test_generate_draws_its_bar_on_a_terminal_and_reports_time_and_pushes(tmp_pa
     assert info["seconds"] == 3.14 and info["pushed_fraction"] == 0.5 and info["workers"] == 1
     assert (dst / "synth.json").read_text() == json.dumps(info, indent=2) + "\n"
     summary = f"{dst}: 4 sequences in 3.1 s, objects pushed in 50%, deterministic world (no hidden causes)\n"
-    text = err.getvalue()
-    assert text.endswith(summary)  # the bar is closed before the summary line
-    bar = text[:-len(summary)].split("\r")[-1]  # the bar's last state, drawn by close()
+    bar = last_bar_before(err.getvalue(), summary)
     assert re.fullmatch(r"synth: 100%\|.*\| 4/4 \[[^]]*, ([\d.?]+seq/s|[\d.]+s/seq)\]\n", bar), repr(bar)
     err.truncate(0)
     err.seek(0)
