@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The speed issue's GPU checks in one run, sized for one call of the `device` tool
-# (a session has 15 minutes of device time, one command at most 10; estimated at 8-10 minutes
-# on an H100, not measured: skip steps with SKIP if the first run shows it needs more).
+# The speed issue's GPU checks, for the `device` tool (a session has 15 minutes of device
+# time, one command at most 10). Measured on an H200 (2026-11-26): about 12 minutes in all,
+# so two calls: tests 100 s, bench 80 s, bench_compile 243 s (compiling), synth 7 s,
+# bair_epoch 36 s, demo 226 s; the second call leaves the first's steps out with SKIP.
 #
 #   make gpu-wheels                                    # here, with PyPI: .gpu/wheels (pymunk, cffi,
 #                                                      # pycparser, tfrecord for the GPU image's CPython 3.12)
@@ -15,11 +16,16 @@
 # Steps: machine, CUDA tests (tests/test_cuda.py, tests/test_runtime.py), the training-step
 # benchmark (fp32, bf16; then bf16 with torch.compile), one epoch (600 steps) of the
 # bair-lab preset's model on synthetic data in the BAIR layout, and the demo (both KL
-# schedules, full size) on the GPU. Each step's output goes to OUT/log.txt; the files the
-# device tool brings back (at most 8) are:
-#   log.txt  tests.txt  bench.txt  bench_compile.txt  bair_metrics.jsonl
-#   demo_monotonic.json  demo_cyclical.json  demo_grid.png
-# A failing step is logged with its exit status and the next one runs.
+# schedules, full size) on the GPU, then a longer run of the demo's preset on the demo's data
+# (as many epochs as fit in LONG_S seconds at the demo's measured rate) whose run folder comes
+# back as long_run.tgz (for planning and evaluation on the CPU). Each step's output goes to
+# OUT/log.txt (the CUDA tests' and the benchmarks' whole output is short enough to be there);
+# the files the device tool brings back (at most 8) are:
+#   log.txt  bair_metrics.jsonl  demo_monotonic.json  demo_cyclical.json  demo_grid.png
+#   long_eval.json  long_run.tgz
+# A failing step is logged with its exit status and the next one runs. Every step is cut off
+# at DEADLINE_S seconds after the start (default 540, inside one device call's 600), so that
+# what finished still comes back; a step that would start with under a minute left is skipped.
 set -uo pipefail
 
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
@@ -32,6 +38,9 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 LOG="$OUT/log.txt"
 
 SKIP=" ${SKIP:-} "
+DEADLINE_S=${DEADLINE_S:-540}
+LONG_S=${LONG_S:-150}
+START=$(date +%s)
 
 step() {  # step NAME CMD...: run CMD, its output in $WORK/NAME.txt and appended to the log
     local name=$1 t0 rc
@@ -41,8 +50,13 @@ step() {  # step NAME CMD...: run CMD, its output in $WORK/NAME.txt and appended
         return 0
     fi
     t0=$(date +%s)
+    local left=$((DEADLINE_S - (t0 - START)))
+    if ((left < 60)); then
+        echo "== $name: skipped, ${left} s left of DEADLINE_S=$DEADLINE_S" | tee -a "$LOG"
+        return 0
+    fi
     echo "== $name: $*" >>"$LOG"
-    "$@" >"$WORK/$name.txt" 2>&1
+    timeout -s INT -k 10 "$left" "$@" >"$WORK/$name.txt" 2>&1
     rc=$?
     tail -c 6000 "$WORK/$name.txt" >>"$LOG"
     echo "== $name: exit $rc after $(($(date +%s) - t0)) s" | tee -a "$LOG"
@@ -60,24 +74,24 @@ fi
 step machine bash -c "nvidia-smi || true; nproc; $PY -c 'import torch, platform; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"python\", platform.python_version()); print(torch.cuda.get_device_name() if torch.cuda.is_available() else \"no CUDA device\")'"
 
 step tests $PY -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py tests/test_runtime.py
-cp "$WORK/tests.txt" "$OUT/tests.txt" 2>/dev/null
 
 if [ "$QUICK" = 1 ]; then
     BENCH=(--codecs dcgan64 --steps 2 --warmup 1)
     SYNTH=(--train 24 --validate 4 --test 4 --workers 2)
     EPOCH_STEPS=2
     DEMO=(--quick)
+    LONG_S=${LONG_S_QUICK:-10}
+    LONG=(train.batch_size=4)
 else
     BENCH=(--steps 10 --warmup 3)
     SYNTH=(--train 96 --validate 16 --test 16 --workers 8)
     EPOCH_STEPS=600
     DEMO=()
+    LONG=()
 fi
 
 step bench $PY benchmarks/bench_train_step.py --device "$DEVICE" --amp none bf16 "${BENCH[@]}"
-cp "$WORK/bench.txt" "$OUT/bench.txt" 2>/dev/null
 step bench_compile $PY benchmarks/bench_train_step.py --device "$DEVICE" --amp bf16 --compile on "${BENCH[@]}"
-cp "$WORK/bench_compile.txt" "$OUT/bench_compile.txt" 2>/dev/null
 
 # One epoch of bair-lab's model (VGG codec, batch 12, 2 -> 10 frames; 600 steps) on synthetic
 # sequences written in the BAIR processed layout; the time per step is in metrics.jsonl (seq_per_s).
@@ -91,4 +105,26 @@ for run in monotonic cyclical; do
     cp "$WORK/demo/runs/$run/eval_test.json" "$OUT/demo_$run.json" 2>/dev/null
 done
 cp "$WORK/demo/report/monotonic/test_0_grid.png" "$OUT/demo_grid.png" 2>/dev/null
-echo "== done; outputs in $OUT" | tee -a "$LOG"
+
+# The longer run: the demo's preset and data, as many whole epochs as LONG_S seconds hold at the
+# rate the demo's monotonic run measured (metrics.jsonl seq_per_s, harmonic mean), then the demo's evaluation.
+EPOCHS=$($PY - "$WORK/demo" "$LONG_S" <<'EOF'
+import json, sys
+from pathlib import Path
+demo, seconds = Path(sys.argv[1]), float(sys.argv[2])
+rows = [json.loads(line) for line in (demo / "runs/monotonic/metrics.jsonl").read_text().splitlines()]
+rates = [r["seq_per_s"] for r in rows if r.get("seq_per_s")]
+rate = len(rates) / sum(1 / r for r in rates)  # harmonic mean: sequences over seconds
+train = json.loads((demo / "data/synth.json").read_text())["params"]["train"]
+print(max(1, int(seconds * rate / train)))
+EOF
+)
+echo "== long: ${EPOCHS:-?} epochs (LONG_S=$LONG_S)" | tee -a "$LOG"
+if [ -n "$EPOCHS" ]; then
+    step long $PY -m vidpred train --config synth-cpu --out "$WORK/long" --no-progress \
+        "data.root=$WORK/demo/data" "train.epochs=$EPOCHS" "train.device=$DEVICE" "${LONG[@]}"
+    step long_eval $PY -m vidpred evaluate "$WORK/long" --split test --samples 10 --device "$DEVICE" --no-progress
+    cp "$WORK/long/eval_test.json" "$OUT/long_eval.json" 2>/dev/null
+    [ -f "$WORK/long/best.pt" ] && tar -C "$WORK" -czf "$OUT/long_run.tgz" long/best.pt long/config.yaml long/metrics.jsonl long/eval_test.json 2>/dev/null
+fi
+echo "== done after $(($(date +%s) - START)) s; outputs in $OUT" | tee -a "$LOG"

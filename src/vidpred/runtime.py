@@ -74,12 +74,14 @@ class CompiledOrEager:
 
         self.fn, self.what = fn, what
         self.compiled = None
+        self.why_eager = None if enabled else "compiling is off"  # the reason in the warning line
         if enabled:
             why = compiler_missing(device)
             if why is None:
                 self.compiled = torch.compile(fn)
             else:
-                _warn(f"{what}: torch.compile is off ({why}); running eagerly")
+                self.why_eager = f"torch.compile is off ({why})"
+                _warn(f"{what}: {self.why_eager}; running eagerly")
 
     @property
     def active(self) -> bool:
@@ -92,7 +94,8 @@ class CompiledOrEager:
             except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
                 self.compiled = None
                 first = (str(err).strip().splitlines() or [""])[0][:200]
-                _warn(f"{self.what}: torch.compile failed ({type(err).__name__}: {first}); running eagerly")
+                self.why_eager = f"torch.compile failed ({type(err).__name__}: {first})"
+                _warn(f"{self.what}: {self.why_eager}; running eagerly")
         return self.fn(*args, **kwargs)
 
 
