@@ -9,6 +9,7 @@ from vidpred.errors import ConfigError
 from vidpred.models.codecs import CondScaleShift, StepBatchNorm2d, build_codec, per_step_statistics
 from vidpred.models.recurrent import gaussian_kl, reparameterize
 from vidpred.models.svg import SVG, _rollout_stepwise, rollout
+from vidpred.models import transform
 from vidpred.models.transform import BACKGROUNDS, CDNAHead, apply_kernels, identity_coords
 
 TINY = dict(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8)
@@ -284,6 +285,95 @@ def test_a_known_shift_is_learnable():
     assert masks[0, used, 0, 0] > 0.9
     kern = head.kernels(code)[:, used]  # (4, 5, 5)
     assert (kern[:, 2, 1] > 0.8).all(), kern
+
+
+def _flow_raw(head, N, H, W, flow_px=(0.0, 0.0), pick="flow"):
+    """Decoder output that puts all mask weight on one candidate and a constant flow (px)."""
+    raw = torch.zeros(N, head.decoder_channels, H, W)
+    raw[:, 3:3 + head.n_masks] = -50.0
+    index = head.n_kernels if pick == "flow" else head.n_moved + BACKGROUNDS.index(pick)
+    raw[:, 3 + index] = 50.0
+    for i, v in enumerate(flow_px):  # inverse of FLOW_MAX_PX * tanh, at flow_gain 1
+        raw[:, 3 + head.n_masks + i] = torch.atanh(torch.tensor(v / transform.FLOW_MAX_PX))
+    return raw
+
+
+@pytest.mark.parametrize("coords", [False, True], ids=["colours", "coords"])
+def test_flow_candidate_starts_as_the_identity_and_moves_by_its_flow(coords):
+    """model.flow: one more moved candidate, the previous frame read at pixel + flow. At the
+    start (flow_gain 0) it is the previous frame whatever the decoder says; with a flow of
+    (+3, -2) px every pixel reads 3 px right and 2 px up, so the content moves left and down."""
+    torch.manual_seed(0)
+    head = CDNAHead(g_dim=8, kernels=2, kernel_size=5, flow=True)
+    assert head.n_moved == 3 and head.n_masks == 3 + len(BACKGROUNDS)
+    assert head.decoder_channels == 3 + head.n_masks + 2
+    N, H, W = 2, 16, 16
+    image, g = torch.rand(N, 3, H, W), torch.randn(N, 8)
+
+    def run(raw):
+        if coords:  # ref = the image, coords = the identity: the same frame as colour mode
+            return head.forward_coords(g, raw, image, image, image, image, identity_coords(N, H, W, "cpu"))[0]
+        return head(g, raw, image, image, image)[0]
+
+    raw = _flow_raw(head, N, H, W, flow_px=(3.0, -2.0))
+    raw[:, 3 + head.n_masks:] += torch.randn(N, 2, H, W)  # any flow logits: the gain is 0
+    torch.testing.assert_close(run(raw), image)
+    with torch.no_grad():
+        head.flow_gain.fill_(1.0)
+    out = run(_flow_raw(head, N, H, W, flow_px=(3.0, -2.0)))
+    torch.testing.assert_close(out[..., 2:, :-3], image[..., :-2, 3:])
+    torch.testing.assert_close(out[..., 0, :-3], image[..., 0, 3:])  # the top row: border replicated
+    # the previous-frame background is still its own candidate, untouched by the flow
+    torch.testing.assert_close(run(_flow_raw(head, N, H, W, (3.0, -2.0), pick="previous")), image)
+
+
+def test_a_shift_beyond_the_kernels_reach_is_learnable_with_the_flow():
+    """Content moves 4 px right: farther than a 5x5 kernel reaches (2 px). With model.flow the
+    head fits it: the masks (one learnable weight per candidate) pick the flow candidate, and
+    the flow (a learnable constant field) reads 4 px to the left. The content is smooth over
+    7 px, as the world's objects are over their size: a photometric loss only steers a flow
+    over distances where the image is correlated (with 3 px blobs it settles on a blend)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    image = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 24, 24, generator=g), 7, 1, 3, count_include_pad=False)
+    target = torch.roll(image, shifts=4, dims=-1)
+    head = CDNAHead(g_dim=8, kernels=2, kernel_size=5, flow=True)
+    code = torch.randn(4, 8)
+    pick = torch.zeros(1, head.n_masks, 1, 1, requires_grad=True)
+    # flow logits as a decoder gives them at the start: not exactly 0 (at tanh(0) = 0 with a zero
+    # gain neither the gain nor the logits would get a gradient)
+    flow = torch.full((1, 2, 1, 1), 0.1, requires_grad=True)
+    opt = torch.optim.Adam([*head.parameters(), pick, flow], lr=0.05)
+    losses = []
+    for _ in range(300):
+        raw = torch.cat([torch.zeros(4, 3, 24, 24), pick.expand(4, -1, 24, 24), flow.expand(4, -1, 24, 24)], 1)
+        out, masks = head(code, raw, image, image, image)
+        loss = ((out - target)[..., 4:-4] ** 2).mean()  # columns a roll wraps or the border replicates
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < 0.01 * losses[0], (losses[0], losses[-1])
+    assert masks[0, head.n_kernels, 0, 0] > 0.9  # the flow candidate
+    flow_px = head.flow_gain * transform.FLOW_MAX_PX * torch.tanh(flow)
+    assert abs(flow_px[0, 0].item() + 4.0) < 0.2 and abs(flow_px[0, 1].item()) < 0.2, flow_px.flatten()
+
+
+def test_cdna_model_with_flow_starts_as_copy_last_and_is_checked(synth_root):
+    """A whole model with model.flow builds, and untrained it predicts the previous frame."""
+    from vidpred.data import open_split
+
+    ds = open_split(synth_root, "train", window=6, random_start=False)
+    frames = torch.stack([ds[i][0] for i in range(2)])
+    conds = torch.stack([ds[i][1] for i in range(2)])
+    torch.manual_seed(0)
+    model = SVG(tiny(decoder="cdna", flow=True, coords=True)).eval()
+    assert model.decoder.stages[-1][-1].conv.out_channels == model.transform.decoder_channels
+    out = rollout(model, frames, conds, 2, use_posterior=False, noise=torch.zeros(2, 5, 4))
+    assert (out.pred[:, 0] - frames[:, 0]).abs().mean() < 0.01
+    assert (out.pred[:, 2:] - out.pred[:, 1:-1]).abs().mean() < 0.01
+    with pytest.raises(ConfigError, match="model.flow needs the transformation decoder"):
+        ModelConfig(flow=True)
 
 
 def test_cdna_masks_cover_every_candidate_and_config_is_checked():

@@ -92,6 +92,11 @@ class ModelConfig:
     coords: bool = False
     """``decoder=cdna``: move source coordinates instead of colours (one interpolation of an
     observed frame per prediction, however many steps the model has run free)."""
+    flow: bool = False
+    """``decoder=cdna``: one more moved candidate, the previous frame (or its coordinates) warped
+    by a per-pixel flow field the decoder predicts (up to ``transform.FLOW_MAX_PX`` px per frame;
+    SAVP's appearance flow), so an object can move farther than a kernel reaches and in its own
+    direction. Zero flow at initialisation."""
     pose_map: bool = False
     """Draw the end-effector positions of frames t-1 and t that the condition holds (dead
     reckoned under ``condition=causal``) as heat maps added to the decoder's features at every
@@ -133,6 +138,8 @@ class ModelConfig:
                               f"model.cond_dim must be 7, got {self.cond_dim}")
         if self.coords and self.decoder != "cdna":
             raise ConfigError("model.coords needs the transformation decoder (model.decoder=cdna)")
+        if self.flow and self.decoder != "cdna":
+            raise ConfigError("model.flow needs the transformation decoder (model.decoder=cdna)")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"model.kernel_size must be an odd number >= 1, got {self.kernel_size}")
         if self.cond_embed < 0:

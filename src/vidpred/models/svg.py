@@ -77,7 +77,7 @@ class SVG(nn.Module):
 
             raise ConfigError(f"model.levels must be <= {MAX_LEVELS}, got {cfg.levels}")
         E, Z, L, G = cfg.cond_embed, cfg.z_dim, cfg.levels, cfg.g_dim
-        self.transform = CDNAHead(G, cfg.kernels, cfg.kernel_size) if cfg.decoder == "cdna" else None
+        self.transform = CDNAHead(G, cfg.kernels, cfg.kernel_size, cfg.flow) if cfg.decoder == "cdna" else None
         self.encoder, self.decoder = build_codec(
             cfg.codec,
             G,

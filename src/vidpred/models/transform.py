@@ -42,6 +42,7 @@ from torch import nn
 BACKGROUNDS = ("previous", "first", "last_observed", "generated")
 IDENTITY_WEIGHT = 0.9  # share of the centre tap in each kernel at initialisation
 PREVIOUS_MASK_BIAS = 4.0  # initial logit advantage of the previous-frame mask
+FLOW_MAX_PX = 6.0  # model.flow: the largest displacement per frame (px), FLOW_MAX_PX * tanh(raw)
 
 
 def apply_kernels(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -65,10 +66,11 @@ def apply_kernels(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 class CDNAHead(nn.Module):
     """Kernels from g_t, masks and a generated image from the decoder, and the composite."""
 
-    def __init__(self, g_dim: int, kernels: int, kernel_size: int) -> None:
+    def __init__(self, g_dim: int, kernels: int, kernel_size: int, flow: bool = False) -> None:
         super().__init__()
-        self.n_kernels, self.kernel_size = kernels, kernel_size
-        self.n_masks = kernels + len(BACKGROUNDS)
+        self.n_kernels, self.kernel_size, self.flow = kernels, kernel_size, flow
+        self.n_moved = kernels + int(flow)  # moved candidates: the K kernels' (and the flow's)
+        self.n_masks = self.n_moved + len(BACKGROUNDS)
         self.kernel_logits = nn.Linear(g_dim, kernels * kernel_size**2)
         # Identity start: small weights, a bias that puts IDENTITY_WEIGHT on the centre tap.
         nn.init.normal_(self.kernel_logits.weight, std=0.01)
@@ -79,13 +81,23 @@ class CDNAHead(nn.Module):
         with torch.no_grad():
             self.kernel_logits.bias.copy_(bias.flatten())
         mask_bias = torch.zeros(self.n_masks)
-        mask_bias[kernels + BACKGROUNDS.index("previous")] = PREVIOUS_MASK_BIAS
+        mask_bias[self.n_moved + BACKGROUNDS.index("previous")] = PREVIOUS_MASK_BIAS
         self.mask_bias = nn.Parameter(mask_bias)
+        if flow:  # flow = flow_gain * FLOW_MAX_PX * tanh(raw): zero flow (the identity) at the start
+            self.flow_gain = nn.Parameter(torch.zeros(()))
 
     @property
     def decoder_channels(self) -> int:
-        """Raw channels the codec's decoder must produce: generated RGB + mask logits."""
-        return 3 + self.n_masks
+        """Raw channels the codec's decoder must produce: generated RGB + mask logits (+ flow x, y)."""
+        return 3 + self.n_masks + 2 * int(self.flow)
+
+    def flow_grid(self, raw: torch.Tensor) -> torch.Tensor:
+        """raw (N, 3 + M + 2, H, W) -> where each pixel reads from, (N, H, W, 2) grid_sample
+        coordinates: the pixel's own centre plus the predicted flow (px, scaled to grid units)."""
+        N, _, H, W = raw.shape
+        flow_px = self.flow_gain * FLOW_MAX_PX * torch.tanh(raw[:, 3 + self.n_masks:].float())  # (N, 2, H, W)
+        scale = torch.tensor([2.0 / W, 2.0 / H], device=raw.device).view(1, 2, 1, 1)
+        return (identity_coords(N, H, W, raw.device) + flow_px * scale).permute(0, 2, 3, 1)
 
     def kernels(self, g: torch.Tensor) -> torch.Tensor:
         """g (N, g_dim) -> normalised kernels (N, K, k, k), each summing to 1 (softmax over taps)."""
@@ -99,11 +111,15 @@ class CDNAHead(nn.Module):
         pixel of ``previous`` comes from in ``ref`` (grid_sample units). Returns (frame, masks, coords_t)."""
         raw = raw.float()
         generated = torch.sigmoid(raw[:, :3])
-        masks = torch.softmax(raw[:, 3:] + self.mask_bias[None, :, None, None], 1)  # (N, M, H, W)
+        masks = torch.softmax(raw[:, 3:3 + self.n_masks] + self.mask_bias[None, :, None, None], 1)  # (N, M, H, W)
         N, _, H, W = previous.shape
-        K = self.n_kernels
+        K = self.n_moved
         with torch.autocast(device_type=previous.device.type, enabled=False):
             moved = apply_kernels(coords.float(), self.kernels(g.float()))  # (N, K, 2, H, W)
+            if self.flow:  # the coordinate map read at pixel + flow
+                flowed = F.grid_sample(coords.float(), self.flow_grid(raw), mode="bilinear",
+                                       padding_mode="border", align_corners=False)
+                moved = torch.cat([moved, flowed[:, None]], 1)
             # the K grids of a row stacked vertically: ref is sampled in one call without K copies
             grid = moved.permute(0, 1, 3, 4, 2).reshape(N, K * H, W, 2)
             warped = F.grid_sample(ref.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -123,11 +139,15 @@ class CDNAHead(nn.Module):
         """
         raw = raw.float()
         generated = torch.sigmoid(raw[:, :3])
-        masks = torch.softmax(raw[:, 3:] + self.mask_bias[None, :, None, None], 1)  # (N, M, H, W)
+        masks = torch.softmax(raw[:, 3:3 + self.n_masks] + self.mask_bias[None, :, None, None], 1)  # (N, M, H, W)
         # fp32 even under bf16 autocast: the grouped conv measured 10x slower in bf16 on CPU,
         # and pixel values mixed in bf16 lose about 1/255.
         with torch.autocast(device_type=previous.device.type, enabled=False):
             moved = apply_kernels(previous.float(), self.kernels(g.float()))  # (N, K, 3, H, W)
+            if self.flow:
+                flowed = F.grid_sample(previous.float(), self.flow_grid(raw), mode="bilinear",
+                                       padding_mode="border", align_corners=False)
+                moved = torch.cat([moved, flowed[:, None]], 1)
         frame = composite(masks, moved, (previous, first, last_observed, generated))
         return frame, masks
 
