@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -131,6 +132,14 @@ def machine(dev: torch.device) -> str:
     return f"{name}, {os.cpu_count()} CPUs"
 
 
+def failure_line(stderr: str) -> str:
+    """The exception line of a child's traceback (``SomeError: what``), else its last line:
+    torch's errors often end with a line of advice that names no cause."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b:?", line)]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -156,7 +165,7 @@ def main() -> None:
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--compile", args.compile]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode:
-            print(f"{codec} {impl} {amp}: failed: {res.stderr.strip().splitlines()[-1]}")
+            print(f"{codec} {impl} {amp}: failed: {failure_line(res.stderr)}")
             continue
         r = json.loads(res.stdout.strip().splitlines()[-1])
         if not rows:

@@ -1,0 +1,26 @@
+"""Helpers of the benchmark scripts (benchmarks/ is not a package: loaded by path)."""
+
+import importlib.util
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_failed_configuration_is_reported_by_its_exception_line():
+    """A child's traceback that ends with torch's advice line is reported by the error itself
+    (seen on an H200: vgg64 under torch.compile printed only 'See https://...opcheck')."""
+    failure_line = _load("bench_train_step").failure_line
+    stderr = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+              "torch._inductor.exc.InductorError: RuntimeError: a fake kernel disagrees\n\n"
+              "See https://pytorch.org/docs/stable/library.html#torch.library.opcheck\n")
+    assert failure_line(stderr) == "torch._inductor.exc.InductorError: RuntimeError: a fake kernel disagrees"
+    assert failure_line("Killed\n") == "Killed"
+    assert failure_line("") == "no output"
+    assert failure_line("SystemExit: 2\nlater text\n") == "SystemExit: 2"
