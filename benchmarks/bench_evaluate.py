@@ -3,10 +3,11 @@
 Times ``vidpred.evaluation.evaluate.predict_samples`` (the batched pass over
 sequences x samples) against the loop it replaced (one rollout of the batch per
 sample), on an untrained model of the demo's preset (``synth-cpu``, or
-``--config``), 16 sequences x 10 samples, 2 -> 10 frames, random frames, CPU,
-median of ``--repeats`` timings each; checks that the two give the same frames.
+``--config``), 16 sequences x 10 samples, 2 -> 10 frames, random frames, on the CPU
+(or ``--device cuda``), median of ``--repeats`` timings each; checks that the two give the
+same frames.
 
-    .venv/bin/python benchmarks/bench_evaluate.py
+    .venv/bin/python benchmarks/bench_evaluate.py [--device cuda]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def loop(model, frames, conds, n_past, indices, samples, seed):
     shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
     out = []
     for s in range(samples):
-        noise = torch.stack([sample_noise(seed, int(i), s, shape) for i in indices])
+        noise = torch.stack([sample_noise(seed, int(i), s, shape) for i in indices]).to(frames.device)
         r = rollout(model, frames[:, :n_past], conds, n_past, use_posterior=False, noise=noise)
         out.append(r.pred[:, n_past - 1 :].float().clamp(0, 1))
     return torch.stack(out, 1)
@@ -42,22 +43,28 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=16)
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = ap.parse_args()
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    model = SVG(load_config(args.config).model).eval()
+    model = SVG(load_config(args.config).model).eval().to(device)
     B, S, n_past = args.sequences, args.samples, 2
     frames, conds = torch.rand(B, 12, 3, 64, 64), torch.randn(B, 12, 7)
+    frames, conds = frames.to(device), conds.to(device)
     idx = list(range(B))
     a = loop(model, frames, conds, n_past, idx, S, 0)
     b = predict_samples(model, frames, conds, n_past, idx, S, 0)
     diff = (a - b).abs().max().item()
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    where = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"{where}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"config {args.config}; {B} sequences x {S} samples; max |batched - loop| = {diff:.2e}")
     for name, fn in (("loop over samples", loop), ("batched (B*S)", predict_samples)):
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             fn(model, frames, conds, n_past, idx, S, 0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         med = statistics.median(times)
         print(f"{name:18s} {med:7.3f} s  {B * S / med:8.1f} samples/s")

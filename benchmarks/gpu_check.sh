@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The speed issue's GPU checks, for the `device` tool (a session has 15 minutes of device
-# time, one command at most 10). Measured on an H200 (2026-11-26): about 12 minutes in all,
-# so two calls: tests 100 s, bench 80 s, bench_compile 243 s (compiling), synth 7 s,
-# bair_epoch 36 s, demo 226 s; the second call leaves the first's steps out with SKIP.
+# time, one command at most 10). Measured on an H200 (2026-11-26): tests 100 s, bench 80 s,
+# synth 7 s, bair_epoch 36 s, demo 226 s, bench_compile 243 s (compiling); the evaluation
+# benchmark (eval) was added after that run. Everything but bench_compile and the long run
+# fits one call (DEADLINE_S cuts the rest off); a second call can run bench_compile alone with
+# SKIP="tests bench eval synth bair_epoch demo" (the long run, which needs the demo, then skips).
 #
 #   make gpu-wheels                                    # here, with PyPI: .gpu/wheels (pymunk, cffi,
 #                                                      # pycparser, tfrecord for the GPU image's CPython 3.12)
@@ -14,9 +16,10 @@
 # The GPU image has PyTorch but not pymunk (the synthetic world) or tfrecord: they are
 # installed from the carried wheels, and vidpred runs from src/ (PYTHONPATH), not installed.
 # Steps: machine, CUDA tests (tests/test_cuda.py, tests/test_runtime.py), the training-step
-# benchmark (fp32, bf16; then bf16 with torch.compile), one epoch (600 steps) of the
-# bair-lab preset's model on synthetic data in the BAIR layout, and the demo (both KL
-# schedules, full size) on the GPU, then a longer run of the demo's preset on the demo's data
+# benchmark (fp32, bf16), the evaluation benchmark (a loop over samples against one batched
+# pass), one epoch (600 steps) of the bair-lab preset's model on synthetic data in the BAIR
+# layout, the demo (both KL schedules, full size) on the GPU, the training-step benchmark in
+# bf16 with torch.compile, then a longer run of the demo's preset on the demo's data
 # (as many epochs as fit in LONG_S seconds at the demo's measured rate) whose run folder comes
 # back as long_run.tgz (for planning and evaluation on the CPU). Each step's output goes to
 # OUT/log.txt (the CUDA tests' and the benchmarks' whole output is short enough to be there);
@@ -77,6 +80,7 @@ step tests $PY -m pytest -q -p no:cacheprovider -o addopts="" tests/test_cuda.py
 
 if [ "$QUICK" = 1 ]; then
     BENCH=(--codecs dcgan64 --steps 2 --warmup 1)
+    EVAL=(--sequences 2 --samples 2 --repeats 1)
     SYNTH=(--train 24 --validate 4 --test 4 --workers 2)
     EPOCH_STEPS=2
     DEMO=(--quick)
@@ -84,6 +88,7 @@ if [ "$QUICK" = 1 ]; then
     LONG=(train.batch_size=4)
 else
     BENCH=(--steps 10 --warmup 3)
+    EVAL=()
     SYNTH=(--train 96 --validate 16 --test 16 --workers 8)
     EPOCH_STEPS=600
     DEMO=()
@@ -91,7 +96,7 @@ else
 fi
 
 step bench $PY benchmarks/bench_train_step.py --device "$DEVICE" --amp none bf16 "${BENCH[@]}"
-step bench_compile $PY benchmarks/bench_train_step.py --device "$DEVICE" --amp bf16 --compile on "${BENCH[@]}"
+step eval $PY benchmarks/bench_evaluate.py --device "$DEVICE" "${EVAL[@]}"
 
 # One epoch of bair-lab's model (VGG codec, batch 12, 2 -> 10 frames; 600 steps) on synthetic
 # sequences written in the BAIR processed layout; the time per step is in metrics.jsonl (seq_per_s).
@@ -105,6 +110,9 @@ for run in monotonic cyclical; do
     cp "$WORK/demo/runs/$run/eval_test.json" "$OUT/demo_$run.json" 2>/dev/null
 done
 cp "$WORK/demo/report/monotonic/test_0_grid.png" "$OUT/demo_grid.png" 2>/dev/null
+
+# torch.compile last: on the H200 it took 243 s, most of it compiling, and did not pay.
+step bench_compile $PY benchmarks/bench_train_step.py --device "$DEVICE" --amp bf16 --compile on "${BENCH[@]}"
 
 # The longer run: the demo's preset and data, as many whole epochs as LONG_S seconds hold at the
 # rate the demo's monotonic run measured (metrics.jsonl seq_per_s, harmonic mean), then the demo's evaluation.
