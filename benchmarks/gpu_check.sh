@@ -2,9 +2,12 @@
 # The speed issue's GPU checks, for the `device` tool (a session has 15 minutes of device
 # time, one command at most 10). Measured on an H200 (2026-11-26): tests 100 s, bench 80 s,
 # synth 7 s, bair_epoch 36 s, demo 226 s, bench_compile 243 s (compiling); the evaluation
-# benchmark (eval) was added after that run. Everything but bench_compile and the long run
-# fits one call (DEADLINE_S cuts the rest off); a second call can run bench_compile alone with
-# SKIP="tests bench eval synth bair_epoch demo" (the long run, which needs the demo, then skips).
+# benchmark (eval) was added after that run. A step is not started when less time is left
+# before DEADLINE_S than it needs (NEED below), so a first call with the defaults does
+# everything up to the demo (about 480 s) and skips the rest. A session's 15 minutes of device
+# time hold one more call of about 6 minutes: either the demo again with the long run (which
+# needs a demo of the same call), SKIP="tests bench eval synth bair_epoch bench_compile"
+# LONG_S=90, or the compile benchmark alone, SKIP="tests bench eval synth bair_epoch demo".
 #
 #   make gpu-wheels                                    # here, with PyPI: .gpu/wheels (pymunk, cffi,
 #                                                      # pycparser, tfrecord for the GPU image's CPython 3.12)
@@ -18,17 +21,18 @@
 # Steps: machine, CUDA tests (tests/test_cuda.py, tests/test_runtime.py), the training-step
 # benchmark (fp32, bf16), the evaluation benchmark (a loop over samples against one batched
 # pass), one epoch (600 steps) of the bair-lab preset's model on synthetic data in the BAIR
-# layout, the demo (both KL schedules, full size) on the GPU, the training-step benchmark in
-# bf16 with torch.compile, then a longer run of the demo's preset on the demo's data
-# (as many epochs as fit in LONG_S seconds at the demo's measured rate) whose run folder comes
-# back as long_run.tgz (for planning and evaluation on the CPU). Each step's output goes to
+# layout, the demo (both KL schedules, full size) on the GPU, a longer run of the demo's
+# preset on the demo's data (a fresh run: as many epochs as fit in LONG_S seconds at the
+# demo's measured rate) whose run folder comes back as long_run.tgz (for planning and
+# evaluation on the CPU), and the training-step benchmark in bf16 with torch.compile. Each step's output goes to
 # OUT/log.txt (the CUDA tests' and the benchmarks' whole output is short enough to be there);
 # the files the device tool brings back (at most 8) are:
 #   log.txt  bair_metrics.jsonl  demo_monotonic.json  demo_cyclical.json  demo_grid.png
 #   long_eval.json  long_run.tgz
 # A failing step is logged with its exit status and the next one runs. Every step is cut off
 # at DEADLINE_S seconds after the start (default 540, inside one device call's 600), so that
-# what finished still comes back; a step that would start with under a minute left is skipped.
+# what finished still comes back; a step that would start with less time left than it needs
+# (a minute, more for the long ones) is skipped.
 set -uo pipefail
 
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
@@ -45,8 +49,11 @@ DEADLINE_S=${DEADLINE_S:-540}
 LONG_S=${LONG_S:-150}
 START=$(date +%s)
 
+# the least time (s) a step needs, from the H200 run: one that cannot finish is not started
+declare -A NEED=([bench_compile]=250 [demo]=240 [long]=$((LONG_S + 30)))
+
 step() {  # step NAME CMD...: run CMD, its output in $WORK/NAME.txt and appended to the log
-    local name=$1 t0 rc
+    local name=$1 t0 rc need
     shift
     if [[ "$SKIP" == *" $name "* ]]; then
         echo "== $name: skipped (SKIP)" | tee -a "$LOG"
@@ -54,8 +61,10 @@ step() {  # step NAME CMD...: run CMD, its output in $WORK/NAME.txt and appended
     fi
     t0=$(date +%s)
     local left=$((DEADLINE_S - (t0 - START)))
-    if ((left < 60)); then
-        echo "== $name: skipped, ${left} s left of DEADLINE_S=$DEADLINE_S" | tee -a "$LOG"
+    need=${NEED[$name]:-60}
+    ((QUICK == 1)) && need=60
+    if ((left < need)); then
+        echo "== $name: skipped, ${left} s left of DEADLINE_S=$DEADLINE_S (it needs about $need s)" | tee -a "$LOG"
         return 0
     fi
     echo "== $name: $*" >>"$LOG"
@@ -111,12 +120,9 @@ for run in monotonic cyclical; do
 done
 cp "$WORK/demo/report/monotonic/test_0_grid.png" "$OUT/demo_grid.png" 2>/dev/null
 
-# torch.compile last: on the H200 it took 243 s, most of it compiling, and did not pay.
-step bench_compile $PY benchmarks/bench_train_step.py --device "$DEVICE" --amp bf16 --compile on "${BENCH[@]}"
-
 # The longer run: the demo's preset and data, as many whole epochs as LONG_S seconds hold at the
 # rate the demo's monotonic run measured (metrics.jsonl seq_per_s, harmonic mean), then the demo's evaluation.
-EPOCHS=$($PY - "$WORK/demo" "$LONG_S" <<'EOF'
+EPOCHS=$($PY - "$WORK/demo" "$LONG_S" 2>>"$LOG" <<'EOF'
 import json, sys
 from pathlib import Path
 demo, seconds = Path(sys.argv[1]), float(sys.argv[2])
@@ -135,4 +141,7 @@ if [ -n "$EPOCHS" ]; then
     cp "$WORK/long/eval_test.json" "$OUT/long_eval.json" 2>/dev/null
     [ -f "$WORK/long/best.pt" ] && tar -C "$WORK" -czf "$OUT/long_run.tgz" long/best.pt long/config.yaml long/metrics.jsonl long/eval_test.json 2>/dev/null
 fi
+
+# torch.compile last: on the H200 it took 243 s, most of it compiling, and did not pay.
+step bench_compile $PY benchmarks/bench_train_step.py --device "$DEVICE" --amp bf16 --compile on "${BENCH[@]}"
 echo "== done after $(($(date +%s) - START)) s; outputs in $OUT" | tee -a "$LOG"

@@ -307,6 +307,11 @@ def test_flow_candidate_starts_as_the_identity_and_moves_by_its_flow(coords):
     head = CDNAHead(g_dim=8, kernels=2, kernel_size=5, flow=True)
     assert head.n_moved == 3 and head.n_masks == 3 + len(BACKGROUNDS)
     assert head.decoder_channels == 3 + head.n_masks + 2
+    assert head.flow_gain.item() == 0.0
+    # the previous frame's head start sits on its own mask, after the flow candidate's
+    want_bias = torch.zeros(head.n_masks)
+    want_bias[head.n_moved + BACKGROUNDS.index("previous")] = transform.PREVIOUS_MASK_BIAS
+    torch.testing.assert_close(head.mask_bias.detach(), want_bias)
     N, H, W = 2, 16, 16
     image, g = torch.rand(N, 3, H, W), torch.randn(N, 8)
 
