@@ -6,10 +6,10 @@ from torch.distributions import Normal, kl_divergence
 
 from vidpred.config import ModelConfig
 from vidpred.errors import ConfigError
+from vidpred.models import transform
 from vidpred.models.codecs import CondScaleShift, StepBatchNorm2d, build_codec, per_step_statistics
 from vidpred.models.recurrent import gaussian_kl, reparameterize
 from vidpred.models.svg import SVG, _rollout_stepwise, rollout
-from vidpred.models import transform
 from vidpred.models.transform import BACKGROUNDS, CDNAHead, apply_kernels, identity_coords
 
 TINY = dict(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8)
