@@ -38,15 +38,16 @@ samples: same noise, same windows) is printed beside the oracle's.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from vidpred.data import open_split, synth
-from vidpred.evaluation.evaluate import copy_last
+from vidpred.evaluation.evaluate import copy_last, predict_samples
 from vidpred.evaluation.metrics import masked_psnr, motion_mask, psnr
+from vidpred.training.checkpoint import load_model
 
 
 def main() -> None:
@@ -65,9 +66,6 @@ def main() -> None:
     seed, P, T = int(info["params"]["seed"]), args.n_past, args.n_past + args.n_future
     ds = open_split(args.data_root, "test", window=T, random_start=False, use_cache=False)
     t0 = time.perf_counter()
-    from vidpred.evaluation.evaluate import predict_samples
-    from vidpred.training.checkpoint import load_model
-
     models = {r: load_model(Path(r))[0] for r in args.run}
     pooled = {k: [0.0, 0] for k in ("mean", "pixmean", "copy", *args.run)}  # summed squared error, moving pixels
     changed_seqs = changed_frames = frames_total = 0

@@ -99,6 +99,23 @@ class CDNAHead(nn.Module):
         scale = torch.tensor([2.0 / W, 2.0 / H], device=raw.device).view(1, 2, 1, 1)
         return (identity_coords(N, H, W, raw.device) + flow_px * scale).permute(0, 2, 3, 1)
 
+    def split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """raw (N, decoder_channels, H, W) -> (generated image (N, 3, H, W) in [0, 1],
+        softmax masks (N, M, H, W)), in fp32."""
+        raw = raw.float()
+        masks = torch.softmax(raw[:, 3:3 + self.n_masks] + self.mask_bias[None, :, None, None], 1)
+        return torch.sigmoid(raw[:, :3]), masks
+
+    def move(self, image: torch.Tensor, g: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """The moved candidates of ``image`` (N, C, H, W; colours or coordinates): the K kernels'
+        and, with ``flow``, the image read at pixel + flow -> (N, n_moved, C, H, W), fp32."""
+        moved = apply_kernels(image.float(), self.kernels(g.float()))  # (N, K, C, H, W)
+        if self.flow:
+            flowed = F.grid_sample(image.float(), self.flow_grid(raw), mode="bilinear",
+                                   padding_mode="border", align_corners=False)
+            moved = torch.cat([moved, flowed[:, None]], 1)
+        return moved
+
     def kernels(self, g: torch.Tensor) -> torch.Tensor:
         """g (N, g_dim) -> normalised kernels (N, K, k, k), each summing to 1 (softmax over taps)."""
         N, k = g.shape[0], self.kernel_size
@@ -109,45 +126,33 @@ class CDNAHead(nn.Module):
         """Coordinate mode: the kernels move a source-coordinate map instead of colours, and the
         moved maps sample ``ref`` (a sharp observed frame) once. coords (N, 2, H, W): where each
         pixel of ``previous`` comes from in ``ref`` (grid_sample units). Returns (frame, masks, coords_t)."""
-        raw = raw.float()
-        generated = torch.sigmoid(raw[:, :3])
-        masks = torch.softmax(raw[:, 3:3 + self.n_masks] + self.mask_bias[None, :, None, None], 1)  # (N, M, H, W)
+        generated, masks = self.split(raw)
         N, _, H, W = previous.shape
         K = self.n_moved
         with torch.autocast(device_type=previous.device.type, enabled=False):
-            moved = apply_kernels(coords.float(), self.kernels(g.float()))  # (N, K, 2, H, W)
-            if self.flow:  # the coordinate map read at pixel + flow
-                flowed = F.grid_sample(coords.float(), self.flow_grid(raw), mode="bilinear",
-                                       padding_mode="border", align_corners=False)
-                moved = torch.cat([moved, flowed[:, None]], 1)
+            moved = self.move(coords, g, raw)  # (N, K, 2, H, W)
             # the K grids of a row stacked vertically: ref is sampled in one call without K copies
             grid = moved.permute(0, 1, 3, 4, 2).reshape(N, K * H, W, 2)
             warped = F.grid_sample(ref.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
         warped = warped.view(N, 3, K, H, W).transpose(1, 2)  # (N, K, 3, H, W)
         frame = composite(masks, warped, (previous, first, last_observed, generated))
         # where the frame came from moved or previous pixels, carry their coordinates
-        w = masks[:, : K + 1]  # kernels and previous
+        w = masks[:, : K + 1]  # the moved candidates and previous
         coords_t = (weighted_sum(w[:, :K], moved) + w[:, K, None] * coords.float()) / w.sum(1, keepdim=True).clamp_min(1e-6)
         return frame, masks, coords_t
 
     def forward(self, g, raw, previous, first, last_observed):
         """Composite one frame per row.
 
-        g (N, g_dim); raw (N, 3 + M, H, W) the decoder's output (no activation);
+        g (N, g_dim); raw (N, decoder_channels, H, W) the decoder's output (no activation);
         previous, first, last_observed (N, 3, H, W) frames in [0, 1].
         Returns (frame (N, 3, H, W) in [0, 1], masks (N, M, H, W)).
         """
-        raw = raw.float()
-        generated = torch.sigmoid(raw[:, :3])
-        masks = torch.softmax(raw[:, 3:3 + self.n_masks] + self.mask_bias[None, :, None, None], 1)  # (N, M, H, W)
+        generated, masks = self.split(raw)
         # fp32 even under bf16 autocast: the grouped conv measured 10x slower in bf16 on CPU,
         # and pixel values mixed in bf16 lose about 1/255.
         with torch.autocast(device_type=previous.device.type, enabled=False):
-            moved = apply_kernels(previous.float(), self.kernels(g.float()))  # (N, K, 3, H, W)
-            if self.flow:
-                flowed = F.grid_sample(previous.float(), self.flow_grid(raw), mode="bilinear",
-                                       padding_mode="border", align_corners=False)
-                moved = torch.cat([moved, flowed[:, None]], 1)
+            moved = self.move(previous, g, raw)  # (N, K, 3, H, W)
         frame = composite(masks, moved, (previous, first, last_observed, generated))
         return frame, masks
 
