@@ -28,7 +28,7 @@ from vidpred.models.svg import SVG, rollout
 def loop(model, frames, conds, n_past, indices, samples, seed):
     """The former evaluation: one rollout of the whole batch per sample."""
     T = conds.shape[1]
-    shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
+    shape = (T - 1, model.cfg.noise_dim)
     out = []
     for s in range(samples):
         noise = torch.stack([sample_noise(seed, int(i), s, shape) for i in indices]).to(frames.device)

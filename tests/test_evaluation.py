@@ -420,3 +420,18 @@ def test_best_and_worst_of_n_follow_the_ranking_not_the_sample_order():
     torch.testing.assert_close(got["mean"], v.mean(1))
     torch.testing.assert_close(got["best"], torch.stack([v[0, 2], v[1, 1]]))
     torch.testing.assert_close(got["worst"], torch.stack([v[0, 0], v[1, 2]]))
+
+
+def test_a_sequence_latent_run_trains_evaluates_and_plans(synth_root, tmp_path, capsys):
+    """``model.seq_z`` with free bits through every command: training logs one more KL level,
+    evaluation reports it, the planner samples it (its noise is the model's noise_dim wide)."""
+    run = train_tiny(synth_root, tmp_path / "seq", ["model.seq_z=3", "train.kl.free_bits=0.5"])
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    levels = [r["kl_levels"] for r in steps if r["kind"] == "step"]
+    assert levels and all(len(x) == 2 and x[1] > 0 for x in levels)
+    res = ev.evaluate_run(run, samples=2, seed=0, progress=False)
+    assert len(res["latent"]["kl_per_frame"]) == 2 and res["latent"]["kl_per_frame"][1] > 0
+    assert main(["plan", str(run), "--episodes", "1", "--steps", "2", "--samples", "4", "--iterations", "1",
+                 "--horizon", "2", "--replan-every", "2", "--arms", "model", "--out", str(tmp_path / "p.json"),
+                 "--no-progress"]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["model"]["episodes"][0]["steps"] == 2

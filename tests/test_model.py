@@ -80,9 +80,10 @@ CDNA = dict(decoder="cdna", kernel_size=3)
      dict(CDNA, coords=True, skip_frame="previous"),
      dict(condition="causal", cond_conv="both", levels=2), dict(condition="causal", action_lag=0),
      dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True),
-     dict(codec="vgg64", pose_map=True, levels=2)],
+     dict(codec="vgg64", pose_map=True, levels=2),
+     dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, seq_z=3)],
     ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords",
-         "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map"],
+         "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map", "sequence-latent"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -91,12 +92,14 @@ def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     model = SVG(tiny(**kw)).train(train)
     assert model.cfg.norm == "batch"
     frames, conds = batch()
-    noise = torch.randn(2, 5, model.cfg.levels * model.cfg.z_dim)
+    noise = torch.randn(2, 5, model.cfg.noise_dim)
     fast = rollout(model, frames, conds, 2, noise=noise)
     step_cond, frame_cond, pose = model.embed_conditions(conds, 2)
-    slow = _rollout_stepwise(model, frames, 2, noise, step_cond, frame_cond, pose, True, True)
+    LZ = model.cfg.levels * model.cfg.z_dim
+    w = model.sequence_latent(frames, 2, noise[:, 0, LZ:], True)[0] if model.cfg.seq_z else None
+    slow = _rollout_stepwise(model, frames, 2, noise[..., :LZ], step_cond, frame_cond, pose, True, True, w)
     torch.testing.assert_close(fast.pred, slow.pred, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(fast.kl, slow.kl, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.kl[..., : model.cfg.levels], slow.kl, rtol=1e-5, atol=1e-5)
     assert fast.pred.shape == (2, 5, 3, 64, 64)
 
 
@@ -165,6 +168,49 @@ def test_hierarchical_latents_have_one_kl_term_per_level():
     assert (a.pred - b.pred).abs().max() > 1e-6
 
 
+# the pixel decoder: an untrained transformation decoder copies the previous frame whatever w is
+SEQ = dict(condition="causal", action_lag=0, pose_map=True, seq_z=3)
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False], ids=["teacher-forced", "free-running"])
+def test_sequence_latent_reads_the_window_s_last_frame_in_training_only(teacher_forcing):
+    """w is inferred from the last observed and the last frame of the window: in training, a
+    different ending changes the prediction of the first future frame already (through w),
+    and the KL of w is one more level, equal at every step, summing to KL(q(w) || N(0, I))."""
+    torch.manual_seed(0)
+    model = SVG(tiny(**SEQ)).eval()
+    frames, conds = batch()
+    other = frames.clone()
+    other[:, -1] = 0.0  # the window ends on a black frame
+    noise = torch.randn(2, 5, model.cfg.noise_dim)
+    a = rollout(model, frames, conds, 2, noise=noise, teacher_forcing=teacher_forcing)
+    b = rollout(model, other, conds, 2, noise=noise, teacher_forcing=teacher_forcing)
+    assert (a.pred[:, 1] - b.pred[:, 1]).abs().max() > 1e-6  # frame 2, predicted before frame 5 is seen
+    assert a.kl.shape == (2, 5, 2)
+    torch.testing.assert_close(a.kl[..., 1], a.kl[:, :1, 1].expand(2, 5))
+    mu, logvar = model.seq_posterior(frames[:, 1], frames[:, -1])
+    torch.testing.assert_close(a.kl[..., 1].sum(1), gaussian_kl(mu, logvar, 0 * mu, 0 * logvar))
+    assert (a.kl[..., 1] > 0).all()
+
+
+def test_sampled_sequence_latent_is_its_noise_held_for_the_whole_window():
+    torch.manual_seed(0)
+    model = SVG(tiny(**SEQ)).eval()
+    frames, conds = batch()
+    noise = torch.randn(2, 5, model.cfg.noise_dim)
+    a = rollout(model, frames[:, :2], conds, 2, use_posterior=False, noise=noise)
+    assert a.kl.shape == (2, 5, 2) and a.kl.abs().max() == 0
+    later = noise.clone()
+    later[:, 1:, 4:] = torch.randn(2, 4, 3)  # w's noise is read from the first step's row only
+    torch.testing.assert_close(rollout(model, frames[:, :2], conds, 2, use_posterior=False, noise=later).pred, a.pred)
+    other = noise.clone()
+    other[:, 0, 4:] += 10.0  # far from the first draw: an untrained model responds weakly to w
+    b = rollout(model, frames[:, :2], conds, 2, use_posterior=False, noise=other)
+    assert ((a.pred - b.pred).flatten(2).abs().amax(-1) > 1e-6).all()  # another w changes every step
+    with pytest.raises(ConfigError, match="seq_z"):
+        ModelConfig(seq_z=-1)
+
+
 def test_aligner_starts_as_identity_warp():
     torch.manual_seed(0)
     model = SVG(tiny(levels=2, align=True)).eval()
@@ -179,8 +225,9 @@ def test_aligner_starts_as_identity_warp():
 @pytest.mark.parametrize(
     "kw",
     [dict(prior="fixed"), dict(), dict(cond_conv="decoder"), dict(levels=2, align=True), dict(codec="vgg64"),
-     dict(CDNA, skip_frame="previous"), dict(CDNA, coords=True, skip_frame="previous")],
-    ids=["fixed-prior", "learned-prior", "cond-conv", "hierarchical", "vgg64", "cdna", "cdna-coords"],
+     dict(CDNA, skip_frame="previous"), dict(CDNA, coords=True, skip_frame="previous"), dict(seq_z=2)],
+    ids=["fixed-prior", "learned-prior", "cond-conv", "hierarchical", "vgg64", "cdna", "cdna-coords",
+         "sequence-latent"],
 )
 def test_overfits_one_batch(kw):
     torch.manual_seed(0)
@@ -190,7 +237,7 @@ def test_overfits_one_batch(kw):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
-        out = rollout(model, frames, conds, 2, noise=torch.zeros(2, 4, model.cfg.levels * 4))
+        out = rollout(model, frames, conds, 2, noise=torch.zeros(2, 4, model.cfg.noise_dim))
         mse = ((out.pred - frames[:, 1:]) ** 2).mean()
         loss = mse + 1e-4 * out.kl.mean()
         opt.zero_grad()

@@ -26,7 +26,7 @@ import torch
 import tqdm
 
 import vidpred.data
-from vidpred.config import load_config
+from vidpred.config import KLConfig, load_config
 from vidpred.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from vidpred.models.svg import SVG, rollout
 from vidpred.training import checkpoint as ckpt_io
@@ -96,12 +96,14 @@ class Spy:
         self.calls, self.real, self.poison_at = [], getattr(real, "real", real), poison_at
         monkeypatch.setattr(trainer, "compute_loss", self)
 
-    def __call__(self, net, frames, conds, n_past, beta, teacher_forcing, noise, amp_ctx, motion_weight=0.0):
-        got = self.real(net, frames, conds, n_past, beta, teacher_forcing, noise, amp_ctx, motion_weight)
+    def __call__(self, net, frames, conds, n_past, beta, teacher_forcing, noise, amp_ctx, motion_weight=0.0,
+                 free_bits=0.0):
+        got = self.real(net, frames, conds, n_past, beta, teacher_forcing, noise, amp_ctx, motion_weight, free_bits)
         if self.poison_at == len(self.calls):
             got = (got[0] * float("nan"), got[1] * float("nan"), got[2], got[3])
         self.calls.append(dict(frames=frames.clone(), conds=conds.clone(), n_past=n_past, beta=beta,
                                tf=teacher_forcing, noise=noise.clone(), amp_ctx=amp_ctx, motion_weight=motion_weight,
+                               free_bits=free_bits,
                                out=[x.detach().clone() for x in got]))
         return got
 
@@ -760,6 +762,25 @@ def test_compute_loss_runs_the_net_under_the_context_it_is_given():
     assert (kl.item(), levels.tolist()) == (9.0, [4.0, 5.0])
     assert loss.item() == pytest.approx(0.455 + 0.5 * 18)
     assert loss.dtype == mse.dtype == kl.dtype == levels.dtype == torch.float32
+
+
+def test_free_bits_floor_each_step_and_level_s_batch_mean_kl_in_the_loss_only():
+    class Net(torch.nn.Module):
+        def forward(self, frames, conds, n_past, teacher_forcing, noise):
+            kl = torch.tensor([[[1.0, 8.0], [3.0, 2.0]], [[5.0, 0.0], [5.0, 6.0]]])  # (B, steps, levels)
+            return types.SimpleNamespace(pred=frames[:, 1:] * 0 + 0.5, kl=kl)
+
+    frames = torch.zeros(2, 3, 3, 4, 4)
+    plain = trainer.compute_loss(Net(), frames, None, 1, 0.5, True, None, contextlib.nullcontext())
+    floored = trainer.compute_loss(Net(), frames, None, 1, 0.5, True, None, contextlib.nullcontext(), 0.0, 4.5)
+    # batch means per (step, level): [[3, 4], [4, 4]], sum 15; floored at 4.5: [[4.5, 4.5], [4.5, 4.5]], sum 18
+    assert plain[0].item() == pytest.approx(2 * 0.25 + 0.5 * 15)
+    assert floored[0].item() == pytest.approx(2 * 0.25 + 0.5 * 18)
+    for a, b in zip(plain[1:], floored[1:]):  # the logged mse and KL are the true ones
+        torch.testing.assert_close(a, b)
+    assert floored[2].item() == 7.5
+    with pytest.raises(ConfigError, match="free_bits"):
+        KLConfig(free_bits=float("nan"))
 
 
 def test_moving_pixels_against_the_last_observed_frame():

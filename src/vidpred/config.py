@@ -77,6 +77,12 @@ class ModelConfig:
     """Conditional convolution (Choi et al. 2019): ``none``, ``decoder`` or ``both`` (encoder too)."""
     levels: int = 1
     """Latent levels; 2 or more gives the hierarchical model (after HAF-SVG)."""
+    seq_z: int = 0
+    """Size of a sequence latent w (0: none): one draw per sequence, fed to the frame predictor at
+    every step beside z_t, for what stays fixed over a sequence but cannot be seen in its first
+    frames (the synthetic world's hidden friction and mass; on BAIR an object's weight).
+    Posterior q(w | last observed frame, last frame of the window), prior N(0, I); its KL is
+    the last column of the per-level KL."""
     align: bool = False
     """Hierarchical model only: warp the last observed frame's skips with a predicted flow."""
     decoder: str = "pixel"
@@ -142,12 +148,20 @@ class ModelConfig:
             raise ConfigError("model.flow needs the transformation decoder (model.decoder=cdna)")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"model.kernel_size must be an odd number >= 1, got {self.kernel_size}")
+        if self.seq_z < 0:
+            raise ConfigError(f"model.seq_z must be >= 0 (0: no sequence latent), got {self.seq_z}")
         if self.cond_embed < 0:
             raise ConfigError(f"model.cond_embed must be >= 0, got {self.cond_embed}")
         if self.cond_conv != "none" and self.cond_embed == 0:
             raise ConfigError("model.cond_conv needs model.cond_embed > 0")
         if self.align and self.levels < 2:
             raise ConfigError("model.align needs the hierarchical model (model.levels >= 2)")
+
+    @property
+    def noise_dim(self) -> int:
+        """Standard normal numbers per step of a rollout's reparameterisation noise: z_t at every
+        level, then (read at the first step only) the sequence latent w."""
+        return self.levels * self.z_dim + self.seq_z
 
 
 @dataclass
@@ -160,12 +174,18 @@ class KLConfig:
     """Number of cycles over the whole run (cyclical only)."""
     ratio: float = 0.5
     """Fraction of each cycle (or of the run, monotonic) spent ramping 0 -> beta_max."""
+    free_bits: float = 0.0
+    """Free bits (Kingma et al. 2016), in nats per predicted frame and latent level: the
+    batch-mean KL of a level at a step counts as at least this much in the loss, so a posterior
+    may carry that much information at no cost (0: off). The logged KL is the true one."""
 
     def __post_init__(self) -> None:
         if self.schedule not in ("monotonic", "cyclical", "constant"):
             raise ConfigError(f"train.kl.schedule must be monotonic, cyclical or constant, got {self.schedule!r}")
         if self.beta_max < 0:
             raise ConfigError(f"train.kl.beta_max must be >= 0, got {self.beta_max}")
+        if not self.free_bits >= 0:  # NaN fails too
+            raise ConfigError(f"train.kl.free_bits must be >= 0 nats, got {self.free_bits}")
         if self.cycles < 1:
             raise ConfigError(f"train.kl.cycles must be >= 1, got {self.cycles}")
         if not 0.0 < self.ratio <= 1.0:

@@ -109,7 +109,7 @@ def predict_samples(model, frames, conds, n_past: int, indices, samples: int, se
     passes it through ``torch.compile``). Returns (B, samples, T - n_past, 3, H, W)."""
     B, T = conds.shape[:2]
     device = next(model.parameters()).device
-    shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
+    shape = (T - 1, model.cfg.noise_dim)
     # Samples run as one batch of B * S rollouts (in chunks of at most ROLLOUT_BATCH), not one
     # rollout per sample: the model is in eval mode, so rows do not interact.
     per_chunk = max(1, ROLLOUT_BATCH // B)
@@ -264,7 +264,7 @@ def posterior_run(model, frames, conds, n_past: int, indices, seed: int) -> tupl
     model's own frames fed back). Returns its future (B, F, 3, H, W) and the KL per future
     step and level (B, F, levels)."""
     T = conds.shape[1]
-    shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
+    shape = (T - 1, model.cfg.noise_dim)
     noise = torch.stack([sample_noise(seed, int(i), POSTERIOR_NOISE, shape) for i in indices])
     r = _rollout(model, frames, conds, n_past, use_posterior=True, teacher_forcing=False,
                  noise=noise.to(frames.device))
@@ -448,7 +448,7 @@ def predict_sequence(model, frames: torch.Tensor, conds: torch.Tensor, n_past: i
     device = next(model.parameters()).device
     x, c = frames.unsqueeze(0).to(device), conds.unsqueeze(0).to(device)
     T = c.shape[1]
-    shape = (T - 1, model.cfg.levels * model.cfg.z_dim)
+    shape = (T - 1, model.cfg.noise_dim)
     post = _rollout(model, x, c, n_past, use_posterior=True, teacher_forcing=True,
                     noise=sample_noise(seed, index, POSTERIOR_NOISE, shape).unsqueeze(0).to(device))
     outs = []

@@ -19,6 +19,12 @@ which a free run does not know. ``causal`` embeds the action that leads to frame
 position of the last observed frame o <= t - 1 plus the displacement commands given
 since (where the commands have taken the arm): nothing of a frame not yet observed.
 
+With ``model.seq_z`` a sequence latent w, drawn once per sequence, joins z_t in the
+predictor's input at every step: q(w | x_{n_past-1}, x_{T-1}) in training, N(0, I) when
+sampling. It is for what a whole sequence shares and its first frames do not show (how
+slippery or heavy an object is), which a per-step z_t learns poorly under teacher forcing,
+where the frame before already shows most of what happens next.
+
 and the loss is sum_t ||x_t - x^_t||^2 + beta * KL(q || p)  (docs/derivation.md).
 
 Hierarchical latents (``levels >= 2``, after HAF-SVG, Lin et al. 2020): level 1 is
@@ -64,8 +70,29 @@ class RolloutOutput:
     pred: torch.Tensor
     """(B, T-1, 3, H, W): predictions of frames 1..T-1 (future ones are ``pred[:, n_past-1:]``)."""
     kl: torch.Tensor
-    """(B, T-1, levels): KL(q || p) per step and latent level, summed over latent dims
-    (zeros where z came from the prior)."""
+    """(B, T-1, levels (+1 with ``model.seq_z``)): KL(q || p) per step and latent level, summed
+    over latent dims (zeros where z came from the prior); the sequence latent's KL, if any, is
+    the last column, spread evenly over the steps."""
+
+
+class SequencePosterior(nn.Module):
+    """q(w | x_{n_past-1}, x_{T-1}) of the sequence latent (``model.seq_z``): a small conv net
+    over the last observed frame and the window's last frame side by side, which shows where
+    the arm stalled and how far each pushed object went."""
+
+    def __init__(self, width: int, w_dim: int) -> None:
+        super().__init__()
+        layers, ch = [], 6
+        for i in range(4):  # 64 -> 4 px
+            out = width * 2**i
+            layers += [nn.Conv2d(ch, out, 4, 2, 1), nn.GroupNorm(min(4, out), out), nn.LeakyReLU(0.2)]
+            ch = out
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(ch * 16, 2 * w_dim))
+
+    def forward(self, last_observed: torch.Tensor, final: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) twice -> mean and log-variance (B, w_dim)."""
+        mu, logvar = self.net(torch.cat([last_observed, final], 1)).chunk(2, -1)
+        return mu, logvar
 
 
 class SVG(nn.Module):
@@ -104,7 +131,8 @@ class SVG(nn.Module):
             if cfg.prior == "learned"
             else None
         )
-        self.predictor = PredictorLSTM(G + Z + E, cfg.rnn_size, G, cfg.predictor_layers)
+        self.seq_posterior = SequencePosterior(cfg.width, cfg.seq_z) if cfg.seq_z else None
+        self.predictor = PredictorLSTM(G + Z + cfg.seq_z + E, cfg.rnn_size, G, cfg.predictor_layers)
         # Lower latent levels shift the decoder's features at their own scale.
         self.inject = nn.ModuleList(nn.Linear(Z, ch) for ch in self.decoder.stage_in_channels[: L - 1])
         # model.pose_map: the arm positions of frames t-1 and t drawn as heat maps for the decoder
@@ -295,6 +323,15 @@ class SVG(nn.Module):
             z_above = z
         return torch.cat(zs, -1), torch.stack(kls, -1), post_out, prior_out
 
+    def sequence_latent(self, frames, n_past: int, eps: torch.Tensor, use_posterior: bool):
+        """The sequence latent w (B, seq_z) and its KL (B,) against N(0, I): from the posterior on
+        ``frames`` (B, T, ...) when ``use_posterior``, else ``eps`` itself (a prior draw, KL 0)."""
+        if not use_posterior:
+            return eps, torch.zeros_like(eps[:, 0])
+        mu, logvar = self.seq_posterior(frames[:, n_past - 1], frames[:, -1])
+        zero = torch.zeros_like(mu)
+        return reparameterize(mu, logvar, eps), gaussian_kl(mu.float(), logvar.float(), zero.float(), zero.float())
+
 
 def _last_observed_index(T: int, n_past: int, device) -> torch.Tensor:
     """For steps t = 1..T-1, the last observed frame before t: x_{t-1} while observed, then x_{n_past-1}."""
@@ -322,24 +359,35 @@ def rollout(
         the observed frames, as SVG does) and from the prior after.
     teacher_forcing: after the observed frames, feed the ground-truth x_{t-1}
         (True) or the model's own prediction (False). Sampling implies False.
-    noise (B, T-1, levels*z_dim): the standard normal eps of the
-        reparameterisation; drawn with ``generator`` when None.
+    noise (B, T-1, cfg.noise_dim): the standard normal eps of the
+        reparameterisation (z_t at every level; with ``model.seq_z`` the sequence
+        latent's eps follows in the first step's row); drawn with ``generator`` when None.
     """
     B, T = conds.shape[:2]
     L, Z = model.cfg.levels, model.cfg.z_dim
     if frames.shape[1] < (T if use_posterior else n_past):
         raise ValueError(f"rollout needs {T if use_posterior else n_past} frames, got {frames.shape[1]}")
     if noise is None:
-        noise = torch.randn(B, T - 1, L * Z, generator=generator, device=frames.device, dtype=frames.dtype)
+        noise = torch.randn(B, T - 1, model.cfg.noise_dim, generator=generator, device=frames.device,
+                            dtype=frames.dtype)
     step_cond, frame_cond, pose = model.embed_conditions(conds, n_past)
+    w = kl_w = None
+    if model.seq_posterior is not None:
+        w, kl_w = model.sequence_latent(frames[:, :T], n_past, noise[:, 0, L * Z :], use_posterior)
+    noise = noise[..., : L * Z]
     if use_posterior and teacher_forcing:
-        return _rollout_teacher_forced(model, frames, n_past, noise, step_cond, frame_cond, pose)
-    return _rollout_stepwise(model, frames, n_past, noise, step_cond, frame_cond, pose, use_posterior,
-                             teacher_forcing)
+        out = _rollout_teacher_forced(model, frames, n_past, noise, step_cond, frame_cond, pose, w)
+    else:
+        out = _rollout_stepwise(model, frames, n_past, noise, step_cond, frame_cond, pose, use_posterior,
+                                teacher_forcing, w)
+    if kl_w is not None:  # the sequence latent's KL as one more level, shared out over the steps
+        out.kl = torch.cat([out.kl, (kl_w / (T - 1))[:, None, None].expand(B, T - 1, 1).to(out.kl.dtype)], -1)
+    return out
 
 
 def _rollout_stepwise(
-    model: SVG, frames, n_past, noise, step_cond, frame_cond, pose, use_posterior: bool, teacher_forcing: bool
+    model: SVG, frames, n_past, noise, step_cond, frame_cond, pose, use_posterior: bool, teacher_forcing: bool,
+    w: torch.Tensor | None = None,
 ) -> RolloutOutput:
     """Step by step: ground truth is encoded in one batched pass, predicted frames
     only as they are fed back."""
@@ -384,7 +432,8 @@ def _rollout_stepwise(
             kl = torch.zeros_like(kl)  # sampling: the KL is not an objective here
         e = None if step_cond is None else step_cond[:, t - 1 : t]
         z_top = z[..., : model.cfg.z_dim]  # level 1 drives the dynamics; lower levels go to the decoder
-        g, pred_state = model.predictor(torch.cat([h_prev, z_top] + ([e] if e is not None else []), -1), pred_state)
+        inp = [h_prev, z_top] + ([w[:, None]] if w is not None else []) + ([e] if e is not None else [])
+        g, pred_state = model.predictor(torch.cat(inp, -1), pred_state)
         pose_t = None if pose is None else pose[:, t - 1 : t]
         pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords), pose_t)
         preds.append(pred)
@@ -393,14 +442,16 @@ def _rollout_stepwise(
     return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1))
 
 
-def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_cond, pose) -> RolloutOutput:
+def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_cond, pose,
+                            w: torch.Tensor | None = None) -> RolloutOutput:
     """All inputs are ground truth, so every LSTM runs over the whole window in one call
     and every frame is encoded and decoded in one batched pass."""
     B, T = frames.shape[:2]
     h, skips = model.encode(frames, frame_cond)  # h (B, T, g)
     L = model.cfg.levels
     z, kl, _, _ = model.latents(h[:, 1:], h[:, :-1], noise, [None] * L, [None] * L, True)
-    inp = [h[:, :-1], z[..., : model.cfg.z_dim]] + ([step_cond] if step_cond is not None else [])
+    inp = [h[:, :-1], z[..., : model.cfg.z_dim]] + ([w[:, None].expand(B, T - 1, w.shape[-1])] if w is not None
+                                                   else []) + ([step_cond] if step_cond is not None else [])
     g, _ = model.predictor(torch.cat(inp, -1))  # (B, T-1, g)
     last = _last_observed_index(T, n_past, frames.device)
     idx = torch.arange(T - 1, device=frames.device) if model.cfg.skip_frame == "previous" else last

@@ -147,7 +147,7 @@ class ModelPredictor:
         N, H = actions.shape[:2]
         S, P, T = self.samples, self.n_past, self.n_past + actions.shape[1]
         cfg = self.model.cfg
-        noise = torch.randn(S, T - 1, cfg.levels * cfg.z_dim, generator=generator or self.generator)
+        noise = torch.randn(S, T - 1, cfg.noise_dim, generator=generator or self.generator)
         conds = self.conditions(actions)
         out = []
         rows = [(n, s) for n in range(N) for s in range(S)]  # candidate-major

@@ -99,12 +99,13 @@ def step_noise(seed: int, step: int, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def compute_loss(net: torch.nn.Module, frames, conds, n_past: int, beta: float, teacher_forcing: bool, noise, amp_ctx,
-                 motion_weight: float = 0.0):
+                 motion_weight: float = 0.0, free_bits: float = 0.0):
     """Returns (loss, per-frame mse, per-frame kl, kl per level) for one batch.
 
     ``net`` is the model or its DistributedDataParallel wrapper (whose forward is the rollout),
     or either through ``torch.compile`` (``train.compile``). ``motion_weight``: see
-    ``train.motion_weight``; the returned mse is the unweighted one either way.
+    ``train.motion_weight``; the returned mse is the unweighted one either way. ``free_bits``:
+    see ``train.kl.free_bits``; the returned KL is the true one either way.
     """
     with amp_ctx:
         out = net(frames, conds, n_past, teacher_forcing=teacher_forcing, noise=noise)
@@ -114,9 +115,10 @@ def compute_loss(net: torch.nn.Module, frames, conds, n_past: int, beta: float, 
     recon = mse
     if motion_weight > 0:
         recon = (sq * (1 + motion_weight * moving_pixels(frames, n_past))).mean(dim=(0, 2, 3, 4)).sum()
-    kl_levels = out.kl.float().mean(0).sum(0)  # (levels,)
+    kl_steps = out.kl.float().mean(0)  # (T-1, levels)
+    kl_levels = kl_steps.sum(0)  # (levels,)
     kl = kl_levels.sum()
-    loss = recon + beta * kl
+    loss = recon + beta * (kl_steps.clamp(min=free_bits).sum() if free_bits > 0 else kl)
     return loss, mse.detach() / steps, kl.detach() / steps, kl_levels.detach() / steps
 
 
@@ -138,7 +140,7 @@ def validate(model: SVG, loader, n_past: int, seed: int, epoch: int, device, d: 
     for frames, conds in loader:
         frames, conds = frames.to(device), conds.to(device)
         B, T = conds.shape[:2]
-        noise = torch.randn(B, T - 1, model.cfg.levels * model.cfg.z_dim, generator=g).to(device)
+        noise = torch.randn(B, T - 1, model.cfg.noise_dim, generator=g).to(device)
         with autocast(device, amp):
             out = rollout(model, frames[:, :n_past], conds, n_past, use_posterior=False, noise=noise)
         p = psnr(out.pred[:, n_past - 1 :].float(), frames[:, n_past:])  # (B, n_future)
@@ -290,7 +292,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
     amp = resolve_amp(device, tc.amp)
     amp_ctx = lambda: autocast(device, amp)  # noqa: E731
     forward = CompiledOrEager(net, tc.compile, device, f"train {out.name}")
-    noise_shape = (tc.batch_size, tc.window - 1, cfg.model.levels * cfg.model.z_dim)
+    noise_shape = (tc.batch_size, tc.window - 1, cfg.model.noise_dim)
     last_val = history[-1]["val_psnr"] if history else None
     t_last, seqs_since = time.perf_counter(), 0
     while step < total_steps:
@@ -310,7 +312,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
             tf = use_teacher_forcing(tf_ratio, tc.seed, step)
             noise = step_noise(tc.seed, step, noise_shape)[d.rank * local_batch : (d.rank + 1) * local_batch]
             loss, mse, kl, kl_levels = compute_loss(forward, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx(),
-                                                     tc.motion_weight)
+                                                     tc.motion_weight, tc.kl.free_bits)
             terms = all_reduce_sum(d, torch.stack([loss.detach(), mse, kl]).double().cpu()) / d.world
             if not torch.isfinite(terms).all():
                 raise NonFiniteLossError(
