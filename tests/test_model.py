@@ -64,6 +64,17 @@ def test_codec_shapes(codec, skip_sizes, width):
     assert y.min() >= 0 and y.max() <= 1  # sigmoid output
 
 
+@pytest.mark.parametrize("width", [3, 6, 12])
+def test_group_norm_fits_widths_that_8_does_not_divide(width):
+    model = SVG(tiny(width=width, norm="group", seq_z=2)).eval()
+    frames, conds = batch()
+    assert rollout(model, frames, conds, 2, noise=torch.zeros(2, 5, model.cfg.noise_dim)).pred.shape == (2, 5, 3, 64, 64)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_channels % m.num_groups == 0 for m in norms)
+    codec = {m.num_channels: m.num_groups for m in model.encoder.modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert codec[24] == 8 and codec.get(12, 6) == 6  # the largest divisor up to 8 (the first conv has no norm)
+
+
 def test_unknown_codec_is_a_config_error():
     with pytest.raises(ConfigError, match="codec"):
         ModelConfig(codec="resnet")

@@ -82,12 +82,19 @@ def per_step_statistics(module: nn.Module, steps: int):
             m.steps = 1
 
 
+def norm_groups(channels: int, most: int = 8) -> int:
+    """GroupNorm's group count: the largest divisor of ``channels`` up to ``most`` (8 for any
+    multiple of 8, all channels below 8; 6 for 12 channels, which ``min(8, channels)`` would
+    not divide)."""
+    return max(g for g in range(1, most + 1) if channels % g == 0)
+
+
 def make_norm(kind: str, channels: int) -> nn.Module:
     """BatchNorm as in SVG (statistics per time step); GroupNorm is per-sample (batch-size independent)."""
     if kind == "batch":
         return StepBatchNorm2d(channels)
     if kind == "group":
-        return nn.GroupNorm(min(8, channels), channels)
+        return nn.GroupNorm(norm_groups(channels), channels)
     raise ConfigError(f"model.norm must be one of {NORMS}, got {kind!r}")
 
 

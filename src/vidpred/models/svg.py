@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidpred.config import ModelConfig
-from vidpred.models.codecs import build_codec, per_step_statistics
+from vidpred.models.codecs import build_codec, norm_groups, per_step_statistics
 from vidpred.models.pose import PoseMap
 from vidpred.models.recurrent import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
 from vidpred.models.transform import CDNAHead, identity_coords
@@ -85,7 +85,7 @@ class SequencePosterior(nn.Module):
         layers, ch = [], 6
         for i in range(4):  # 64 -> 4 px
             out = width * 2**i
-            layers += [nn.Conv2d(ch, out, 4, 2, 1), nn.GroupNorm(min(4, out), out), nn.LeakyReLU(0.2)]
+            layers += [nn.Conv2d(ch, out, 4, 2, 1), nn.GroupNorm(norm_groups(out, 4), out), nn.LeakyReLU(0.2)]
             ch = out
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(ch * 16, 2 * w_dim))
 
