@@ -16,7 +16,8 @@
 # evaluation is then left to the CPU. Comes back in OUT: log.txt, NAME_eval.json, NAME.tgz (the
 # run folder without TensorBoard events: best.pt, config.yaml, metrics.jsonl) per run.
 #
-# Each run gets an equal share of the machine's cores as torch threads (OMP_NUM_THREADS). On the
+# Each run gets an equal share of the machine's cores as torch threads (THREADS, default
+# nproc / runs; an OMP_NUM_THREADS of the environment is not used). On the
 # H200 (16 cores) three runs that each took all 16 threads reached only 680 steps in 500 s each
 # (about 1.4 steps/s, against about 6.5 for one run alone with 8 threads): the demo's small model is
 # bound by the CPU side of the GPU work, so oversubscribed threads starve every run.
@@ -35,7 +36,10 @@ mkdir -p "$OUT" "$WORK"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 LOG="$OUT/log.txt"
 START=$(date +%s)
-left() { echo $((DEADLINE_S - ($(date +%s) - START))); }
+left() {  # seconds to the deadline, at least 1 (timeout 0 would mean no limit at all)
+    local t=$((DEADLINE_S - ($(date +%s) - START)))
+    echo $((t > 0 ? t : 1))
+}
 say() { echo "== $* ($(($(date +%s) - START)) s)" | tee -a "$LOG"; }
 
 if ! $PY -c "import pymunk, tfrecord" 2>/dev/null; then
@@ -86,14 +90,14 @@ run() {  # run NAME OVERRIDES: train, evaluate, pack; its output in $WORK/NAME.t
 }
 
 read -r -a SPECS <<<"$RUNS"
-THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / ${#SPECS[@]} > 0 ? $(nproc) / ${#SPECS[@]} : 1 ))}
+THREADS=${THREADS:-$(( $(nproc) / ${#SPECS[@]} > 0 ? $(nproc) / ${#SPECS[@]} : 1 ))}
 export OMP_NUM_THREADS=$THREADS
 say "runs: $RUNS, $EPOCHS epochs each, $THREADS threads each"
-for spec in $RUNS; do
+for spec in "${SPECS[@]}"; do
     run "${spec%%:*}" "${spec#*:}" &
 done
 wait
-for spec in $RUNS; do
+for spec in "${SPECS[@]}"; do
     name=${spec%%:*}
     { echo "== $name"; grep -v '"kind": "step"' "$WORK/$name.txt" | tail -n 40; } >>"$LOG"
 done

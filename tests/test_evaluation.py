@@ -431,6 +431,7 @@ def test_a_sequence_latent_run_trains_evaluates_and_plans(synth_root, tmp_path, 
     assert levels and all(len(x) == 2 and x[1] > 0 for x in levels)
     res = ev.evaluate_run(run, samples=2, seed=0, progress=False)
     assert len(res["latent"]["kl_per_frame"]) == 2 and res["latent"]["kl_per_frame"][1] > 0
+    assert res["latent"]["sequence_latent"] and "(the last: the sequence latent)" in ev.format_table(res)
     assert main(["plan", str(run), "--episodes", "1", "--steps", "2", "--samples", "4", "--iterations", "1",
                  "--horizon", "2", "--replan-every", "2", "--arms", "model", "--out", str(tmp_path / "p.json"),
                  "--no-progress"]) == 0

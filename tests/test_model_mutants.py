@@ -609,7 +609,7 @@ def test_rollout_by_hand(name, mode):
         with torch.no_grad():
             model.flow.weight.normal_(generator=gen(8))
     frames, conds = svg_batch()
-    noise = torch.randn(2, 4, cfg.levels * cfg.z_dim, generator=gen(7))
+    noise = torch.randn(2, 4, cfg.noise_dim, generator=gen(7))
     with torch.no_grad():
         out = model(frames, conds, 2, use_posterior=use_posterior, teacher_forcing=forced, noise=noise)
         pred, kl = rollout_by_hand(model, frames, conds, 2, use_posterior, forced, noise)

@@ -169,7 +169,7 @@ def replay(cfg, train_ds, val_ds, plan=None):
         for group in opt.param_groups:
             group["lr"] = learning_rate(tc.lr, tc.lr_schedule, tc.lr_final, step, plan(step))
         tf = use_teacher_forcing(teacher_forcing_ratio(tc.teacher_forcing, epoch), tc.seed, step)
-        noise = noise_of(tc.seed, step, (tc.batch_size, tc.window - 1, mc.levels * mc.z_dim))
+        noise = noise_of(tc.seed, step, (tc.batch_size, tc.window - 1, mc.noise_dim))
         out = rollout(model, frames, conds, tc.n_past, teacher_forcing=tf, noise=noise)
         # the sums in the trainer's order, so that Adam, which magnifies rounding where a gradient
         # is near 0, takes the same steps: mean over batch and pixels per step, summed over steps
@@ -178,7 +178,7 @@ def replay(cfg, train_ds, val_ds, plan=None):
         steps = tc.window - 1
         recon = weighted.mean(dim=(0, 2, 3, 4)).sum()
         kl = out.kl.mean(0).sum(0).sum()
-        loss = recon + beta * kl
+        loss = recon + beta * out.kl.mean(0).clamp(min=tc.kl.free_bits).sum()  # free bits per (step, level)
         opt.zero_grad()
         loss.backward()
         if tc.grad_clip > 0:
@@ -195,7 +195,7 @@ def validation(model, val_ds, n_past, seed, epoch, mc):
     model.eval()
     g = torch.Generator().manual_seed(seed * 1000003 + epoch)
     frames, conds = val_ds.frames, val_ds.conds  # one batch: the split is smaller than 16
-    noise = torch.randn(len(frames), frames.shape[1] - 1, mc.levels * mc.z_dim, generator=g)
+    noise = torch.randn(len(frames), frames.shape[1] - 1, mc.noise_dim, generator=g)
     with torch.no_grad():
         out = rollout(model, frames[:, :n_past], conds, n_past, use_posterior=False, noise=noise)
     model.train()
@@ -220,7 +220,7 @@ def bar_tail(err):
 MAIN = ["train.epochs=3", "train.steps_per_epoch=3", "train.batch_size=2", "train.n_past=2", "train.n_future=2",
         "train.log_every=4", "train.ckpt_every=2", "train.val_every=2", "train.seed=4", "train.lr=0.01",
         "train.beta1=0.8", "train.grad_clip=0.5", "train.motion_weight=2.0", "model.levels=2",
-        "train.kl.schedule=monotonic", "train.kl.beta_max=0.5", "train.kl.ratio=0.5",
+        "train.kl.schedule=monotonic", "train.kl.beta_max=0.5", "train.kl.ratio=0.5", "train.kl.free_bits=0.5",
         "train.teacher_forcing.start=1.0", "train.teacher_forcing.decay_start_epoch=1",
         "train.teacher_forcing.step=0.4", "train.teacher_forcing.floor=0.1",
         "data.random_start=true", "data.use_cache=false"]
@@ -277,8 +277,8 @@ def test_a_run_is_the_documented_loop_step_by_step(data, monkeypatch, tmp_path, 
         torch.testing.assert_close(call["frames"], train_ds.frames[idx], rtol=0, atol=0)
         torch.testing.assert_close(call["conds"], train_ds.conds[idx], rtol=0, atol=0)
         torch.testing.assert_close(call["noise"], noise_of(4, step, (2, 3, 4)), rtol=0, atol=0)
-        assert (call["n_past"], call["beta"], call["tf"], call["motion_weight"]) == (
-            2, sched[step]["beta"], sched[step]["tf"], 2.0)
+        assert (call["n_past"], call["beta"], call["tf"], call["motion_weight"], call["free_bits"]) == (
+            2, sched[step]["beta"], sched[step]["tf"], 2.0, 0.5)
         assert type(call["amp_ctx"]) is contextlib.nullcontext
     assert [t["beta"] for t in sched[:5]] == pytest.approx([0.0, 0.5 / 4.5, 1 / 4.5, 1.5 / 4.5, 2 / 4.5])
     assert sched[5]["beta"] == 0.5
@@ -772,15 +772,17 @@ def test_free_bits_floor_each_step_and_level_s_batch_mean_kl_in_the_loss_only():
 
     frames = torch.zeros(2, 3, 3, 4, 4)
     plain = trainer.compute_loss(Net(), frames, None, 1, 0.5, True, None, contextlib.nullcontext())
-    floored = trainer.compute_loss(Net(), frames, None, 1, 0.5, True, None, contextlib.nullcontext(), 0.0, 4.5)
-    # batch means per (step, level): [[3, 4], [4, 4]], sum 15; floored at 4.5: [[4.5, 4.5], [4.5, 4.5]], sum 18
+    floored = trainer.compute_loss(Net(), frames, None, 1, 0.5, True, None, contextlib.nullcontext(), 0.0, 3.5)
+    # batch means per (step, level): [[3, 4], [4, 4]], sum 15; floored at 3.5 cell by cell: [[3.5, 4], [4, 4]],
+    # sum 15.5 (a floor on the total, max(15, 4 * 3.5), would leave 15; the per-sequence KLs 1 and 0 stay below)
     assert plain[0].item() == pytest.approx(2 * 0.25 + 0.5 * 15)
-    assert floored[0].item() == pytest.approx(2 * 0.25 + 0.5 * 18)
+    assert floored[0].item() == pytest.approx(2 * 0.25 + 0.5 * 15.5)
     for a, b in zip(plain[1:], floored[1:]):  # the logged mse and KL are the true ones
         torch.testing.assert_close(a, b)
     assert floored[2].item() == 7.5
-    with pytest.raises(ConfigError, match="free_bits"):
-        KLConfig(free_bits=float("nan"))
+    for bad in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ConfigError, match="free_bits"):
+            KLConfig(free_bits=bad)
 
 
 def test_moving_pixels_against_the_last_observed_frame():

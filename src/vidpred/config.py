@@ -177,15 +177,16 @@ class KLConfig:
     free_bits: float = 0.0
     """Free bits (Kingma et al. 2016), in nats per predicted frame and latent level: the
     batch-mean KL of a level at a step counts as at least this much in the loss, so a posterior
-    may carry that much information at no cost (0: off). The logged KL is the true one."""
+    may carry that much information at no cost (0: off). The logged KL is the true one. With
+    several processes each floors the mean of its own share of the batch."""
 
     def __post_init__(self) -> None:
         if self.schedule not in ("monotonic", "cyclical", "constant"):
             raise ConfigError(f"train.kl.schedule must be monotonic, cyclical or constant, got {self.schedule!r}")
         if self.beta_max < 0:
             raise ConfigError(f"train.kl.beta_max must be >= 0, got {self.beta_max}")
-        if not self.free_bits >= 0:  # NaN fails too
-            raise ConfigError(f"train.kl.free_bits must be >= 0 nats, got {self.free_bits}")
+        if not 0 <= self.free_bits < float("inf"):  # NaN fails too
+            raise ConfigError(f"train.kl.free_bits must be a finite number >= 0 (nats), got {self.free_bits}")
         if self.cycles < 1:
             raise ConfigError(f"train.kl.cycles must be >= 1, got {self.cycles}")
         if not 0.0 < self.ratio <= 1.0:

@@ -23,7 +23,9 @@ What the latent does (``latent`` in the JSON), from the same samples:
 * ``diversity_moving``: mean absolute difference between two samples of a
   sequence on its moving pixels (all pairs; [0, 1] units);
 * ``kl_per_frame``: KL(q || p) of that posterior run per predicted frame, in nats,
-  per latent level (below ~1e-3 the posterior has collapsed onto the prior).
+  per latent level (below ~1e-3 the posterior has collapsed onto the prior); with
+  ``model.seq_z`` the last entry is the sequence latent's KL shared out over the
+  window's steps.
 
 The copy-last-frame baseline (every future frame = the last observed one) is
 scored on the same sequences. Noise is a pure function of
@@ -253,7 +255,7 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
          "moving_fraction": _number(cat["moving"][i].mean(), 6)}
         for i, name in enumerate(names)
     ]
-    result["latent"] = latent_summary(cat, result, samples)
+    result["latent"] = latent_summary(cat, result, samples, sequence_latent=model.cfg.seq_z > 0)
     result["n_sequences"] = n
     return result
 
@@ -288,8 +290,10 @@ def moving_diversity(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.flatten(1).any(1), out, torch.full_like(out, float("nan")))
 
 
-def latent_summary(cat: dict[str, torch.Tensor], result: dict, samples: int) -> dict[str, Any]:
-    """The ``latent`` block of an evaluation (see the module docstring)."""
+def latent_summary(cat: dict[str, torch.Tensor], result: dict, samples: int,
+                   sequence_latent: bool = False) -> dict[str, Any]:
+    """The ``latent`` block of an evaluation (see the module docstring); ``sequence_latent``:
+    the last KL level is ``model.seq_z``'s."""
     model = result["model"]
 
     def gain(a, b):
@@ -307,6 +311,7 @@ def latent_summary(cat: dict[str, torch.Tensor], result: dict, samples: int) -> 
         "diversity_moving": _number(cat["diversity"].nanmean()),
         "kl_per_frame": [round(float(x), 6) for x in kl.mean(dim=(0, 1))],
         "kl_per_frame_per_step": [round(float(x), 6) for x in kl.sum(-1).mean(0)],
+        "sequence_latent": sequence_latent,
     }
 
 
@@ -423,6 +428,7 @@ def format_latent(latent: dict | None) -> list[str]:
     f = lambda v, fmt="{:+.2f}": "n/a" if v is None else fmt.format(v)  # noqa: E731
     best, post = latent["best_of_n_gain_db"], latent["posterior_gain_db"]
     kl = ", ".join(f"{v:.3g}" for v in latent["kl_per_frame"])
+    seq = latent.get("sequence_latent", False)
     return ["", "latent",
             f"  best of {latent['samples']} minus mean sample: {f(best['psnr'])} dB whole frame, "
             f"{f(best['psnr_moving'])} dB moving region",
@@ -430,7 +436,7 @@ def format_latent(latent: dict | None) -> list[str]:
             f"{f(post['psnr_moving'])} dB moving region",
             f"  sample diversity on the moving pixels: {f(latent['diversity_moving'], '{:.4f}')} "
             f"(mean |difference| between two samples)",
-            f"  KL(q || p) per predicted frame, per level: {kl} nats"]
+            f"  KL(q || p) per predicted frame, per level{' (the last: the sequence latent)' if seq else ''}: {kl} nats"]
 
 
 @torch.no_grad()

@@ -6,8 +6,8 @@ displacement ``(dx, dy)`` of every step (dataset units); ``dz`` and the gripper 
 held at the ``fixed`` values (0 and the episode's gripper: the tasks never lift or
 grip). VP2 (Tian et al. 2023)'s CEM scores 200 samples x 3 iterations and replans every
 step; the defaults (``defaults.py``) keep its 3 iterations, 5% elites (at least 2),
-horizon 10 and temporally correlated noise, but score 60 samples and replan every 3
-steps, to fit about 2 s per plan on a 2-core CPU (docs/planning.md).
+horizon 10, temporally correlated noise and replanning after every step, but score 60
+samples, to fit about 2 s per plan on a 2-core CPU (docs/planning.md).
 
 Per iteration: N sequences ``mean + std * e`` with AR(1) noise
 ``e_t = beta e_{t-1} + sqrt(1 - beta^2) eps_t`` (unit variance per step, correlation

@@ -13,8 +13,8 @@ of jumping to an undefined centroid.
 
 Cost of a plan (both arms alike): the distance in px from the object to the goal
 after the last step of the horizon. Candidates are compared on where they leave the
-object, not on how they get there; replanning (every 3 steps by default) makes up for
-the rest.
+object, not on how they get there; replanning (after every step by default) makes up
+for the rest.
 
 The model arm (:class:`ModelPredictor`) samples futures with the video model's own
 sampling path, ``vidpred.models.svg.rollout(..., use_posterior=False)``, in eval mode
