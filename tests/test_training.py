@@ -12,7 +12,7 @@ import torch
 
 from vidpred.cli import main
 from vidpred.config import KLConfig, TeacherForcingConfig, load_config
-from vidpred.errors import CheckpointError, NonFiniteLossError
+from vidpred.errors import CheckpointError, ConfigError, NonFiniteLossError
 from vidpred.training import checkpoint as ckpt_io
 from vidpred.training import trainer
 from vidpred.training.schedules import kl_beta, learning_rate, teacher_forcing_ratio, use_teacher_forcing
@@ -54,6 +54,21 @@ def test_cyclical_kl_restarts_each_cycle():
     assert betas[12] == pytest.approx(12 / 12.5)
     assert betas[13:25] == [1.0] * 12 and betas[24] == 1.0
     assert max(betas) == 1.0 and min(betas) == 0.0
+
+
+def test_kl_delay_holds_beta_at_zero_then_ramps():
+    cfg = KLConfig(schedule="monotonic", beta_max=0.5, ratio=0.25, delay=0.3)
+    betas = [kl_beta(cfg, s, 100) for s in range(100)]
+    assert betas[:30] == [0.0] * 30 and betas[31] > 0
+    assert betas[42] == pytest.approx(0.5 * 12 / 25)  # the ramp of the undelayed schedule, 30 steps later
+    assert all(b == 0.5 for b in betas[55:]) and betas[54] < 0.5
+    cyc = KLConfig(schedule="cyclical", beta_max=1.0, cycles=4, ratio=0.5, delay=0.2)
+    betas = [kl_beta(cyc, s, 100) for s in range(100)]
+    for start in (0, 25, 50, 75):  # every cycle: 5 steps at 0, then the ramp over 12.5
+        assert betas[start : start + 5] == [0.0] * 5 and betas[start + 11] == pytest.approx(6 / 12.5)
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ConfigError, match="delay"):
+            KLConfig(delay=bad)
 
 
 def test_constant_kl():

@@ -174,6 +174,10 @@ class KLConfig:
     """Number of cycles over the whole run (cyclical only)."""
     ratio: float = 0.5
     """Fraction of each cycle (or of the run, monotonic) spent ramping 0 -> beta_max."""
+    delay: float = 0.0
+    """Fraction of the run (monotonic) or of each cycle (cyclical) with beta exactly 0 before the
+    ramp starts (0: the ramp starts at once), so the posterior can become useful before the KL
+    term pulls it onto the prior."""
     free_bits: float = 0.0
     """Free bits (Kingma et al. 2016), in nats per predicted frame and latent level: the
     batch-mean KL of a level at a step counts as at least this much in the loss, so a posterior
@@ -189,6 +193,8 @@ class KLConfig:
             raise ConfigError(f"train.kl.free_bits must be a finite number >= 0 (nats), got {self.free_bits}")
         if self.cycles < 1:
             raise ConfigError(f"train.kl.cycles must be >= 1, got {self.cycles}")
+        if not 0.0 <= self.delay < 1.0:  # NaN fails too
+            raise ConfigError(f"train.kl.delay must be in [0, 1), got {self.delay}")
         if not 0.0 < self.ratio <= 1.0:
             raise ConfigError(f"train.kl.ratio must be in (0, 1], got {self.ratio}")
 

@@ -18,13 +18,21 @@ def kl_beta(cfg: KLConfig, step: int, total_steps: int) -> float:
     * ``cyclical``: the run is cut into ``cycles`` equal periods; each ramps linearly
       0 -> beta_max over its first ``ratio`` and stays there for the rest
       (Fu et al. 2019, eq. 6 with a linear f).
+
+    With ``delay`` the first ``delay`` of the run (or of each cycle) has beta exactly 0 and
+    the ramp starts after it: while the decoder still ignores z, any positive weight, however
+    small, pulls the posterior onto the prior at Adam's full step size (Adam rescales the KL's
+    gradient when it is the only one a posterior weight gets), so the latent has to become
+    useful at no cost first (``benchmarks/latent_coin.py``).
     """
     if cfg.schedule == "constant":
         return float(cfg.beta_max)
     total = max(int(total_steps), 1)
     period = total / (cfg.cycles if cfg.schedule == "cyclical" else 1)
     tau = (step % period) / period if cfg.schedule == "cyclical" else min(step / period, 1.0)
-    return float(cfg.beta_max * min(tau / cfg.ratio, 1.0))
+    if tau < cfg.delay:
+        return 0.0
+    return float(cfg.beta_max * min((tau - cfg.delay) / cfg.ratio, 1.0))
 
 
 def learning_rate(lr: float, schedule: str, final: float, step: int, total_steps: int) -> float:
