@@ -22,8 +22,8 @@ since (where the commands have taken the arm): nothing of a frame not yet observ
 With ``model.seq_z`` a sequence latent w, drawn once per sequence, joins z_t in the
 predictor's input at every step: q(w | x_{n_past-1}, x_{T-1}) in training, N(0, I) when
 sampling. It is for what a whole sequence shares and its first frames do not show (how
-slippery or heavy an object is), which a per-step z_t learns poorly under teacher forcing,
-where the frame before already shows most of what happens next.
+slippery or heavy an object is), where a per-step z_t is inferred from one new frame at a
+time and, under teacher forcing, from a frame whose predecessor already shows most of it.
 
 and the loss is sum_t ||x_t - x^_t||^2 + beta * KL(q || p)  (docs/derivation.md).
 
