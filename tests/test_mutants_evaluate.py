@@ -207,7 +207,7 @@ def expected_result(frames, pred, post, kl, threshold=0.1):
         "diversity_moving": num(nanmean(diversity)),
         "kl_per_frame": [round(float(kl[..., level].mean()), 6) for level in range(kl.shape[-1])],
         "kl_per_frame_per_step": [round(float(kl[:, f].sum(-1).mean()), 6) for f in range(F)],
-        "sequence_latent": False,  # the stand-in model's default config has no sequence latent
+        "sequence_latent": False,  # the stand-in model has no model.seq_z
     }
     result["n_sequences"] = n
     return result
@@ -256,16 +256,8 @@ def assert_rounded(result):
 # -- evaluate() ---------------------------------------------------------------------------------------
 
 
-def stand_in_model() -> torch.nn.Module:
-    """What the stubbed sampling functions are handed: a parameter (for the device) and the default
-    model config (no sequence latent)."""
-    model = torch.nn.Linear(1, 1)
-    model.cfg = ModelConfig()
-    return model
-
-
 def test_every_number_of_an_evaluation_from_the_samples(fakes, capsys):
-    model = stand_in_model()
+    model = torch.nn.Linear(1, 1)
     result = ev.evaluate(model, Scenes(fakes.frames, fakes.conds), N_PAST, samples=S, seed=11, batch_size=2,
                          progress=True)
     want = expected_result(fakes.frames, fakes.pred, fakes.post, KL)
@@ -295,7 +287,7 @@ def test_every_number_of_an_evaluation_from_the_samples(fakes, capsys):
 
 
 def test_the_motion_threshold_and_one_sample(fakes, capsys):
-    model = stand_in_model()
+    model = torch.nn.Linear(1, 1)
     result = ev.evaluate(model, Scenes(fakes.frames, fakes.conds), N_PAST, samples=1, motion_threshold=0.25)
     assert capsys.readouterr().err == ""  # progress None: no bar where stderr is no terminal
     want = expected_result(fakes.frames, fakes.pred[:, :1], fakes.post, KL, threshold=0.25)
@@ -306,7 +298,7 @@ def test_the_motion_threshold_and_one_sample(fakes, capsys):
 
 
 def test_max_sequences_and_bad_arguments(fakes, capsys):
-    model = stand_in_model()
+    model = torch.nn.Linear(1, 1)
     ds = Scenes(fakes.frames, fakes.conds)
     assert ev.evaluate(model, ds, N_PAST, samples=2, max_sequences=2, progress=False)["n_sequences"] == 2
     assert [c[4] for c in fakes.calls] == [[0, 1], [0, 1]]
@@ -334,7 +326,7 @@ def test_compile_passes_the_rollout_through_torch_compile(fakes, monkeypatch):
     import vidpred.runtime
 
     monkeypatch.setattr(vidpred.runtime, "CompiledOrEager", Recorder)
-    ev.evaluate(stand_in_model(), Scenes(fakes.frames, fakes.conds), N_PAST, samples=1, compile=True,
+    ev.evaluate(torch.nn.Linear(1, 1), Scenes(fakes.frames, fakes.conds), N_PAST, samples=1, compile=True,
                 progress=False)
     assert made == [(rollout, True, torch.device("cpu"), "evaluate")]
     assert fakes.calls[0][7] is not None and isinstance(fakes.calls[0][7], Recorder)
@@ -703,7 +695,7 @@ class Loaded:
 
     def __init__(self, monkeypatch, n=3, action_lag=1):
         self.calls = []
-        self.model = stand_in_model()
+        self.model = torch.nn.Linear(1, 1)
         self.cfg = types.SimpleNamespace(train=types.SimpleNamespace(n_past=2, n_future=3),
                                          data=types.SimpleNamespace(root="/cfg/data", use_cache=False),
                                          model=types.SimpleNamespace(action_lag=action_lag))
