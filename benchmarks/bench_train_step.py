@@ -4,12 +4,14 @@ Setting: batch 12, 12 frames (2 past + 10 future), full-width codecs, g 128, z 6
 rnn 256, predictor 2 layers, learned prior; Adam step included.
 
 ``ours``      : vidpred's rollout (every ground-truth frame encoded once in one batched
-                pass; each LSTM run over the window in one call; one batched decode).
+                pass; each LSTM run over the window in one call; one batched decode), and its
+                codecs' convolutions that are matrix products run as such on CPU.
 ``reference`` : the same modules driven the way edenton/svg's ``train()`` drives them:
                 per time step, encode x_{t-1} and x_t separately (every frame is
                 encoded twice), step the LSTM cells, decode one frame; PyTorch's
-                default NCHW layout. Its fp32 step matches the reference figures
-                measured on this kind of machine (~2.9 s DCGAN, ~18 s VGG).
+                default NCHW layout and its convolution kernels for every layer. Its
+                fp32 step matches the reference figures measured on this kind of
+                machine (~2.9 s DCGAN, ~18 s VGG).
 
 Each configuration runs in a fresh process so that peak memory (max RSS on CPU,
 ``torch.cuda.max_memory_allocated`` on CUDA) is its own.
@@ -75,6 +77,7 @@ def run_one(codec: str, impl: str, amp: str, device: str, steps: int, warmup: in
     """One configuration in this process. ``amp`` none / bf16 / auto (ours: resolved as ``vidpred
     train`` does); ``compile`` None: ours with ``train.compile``'s default, the reference never."""
     from vidpred.config import ModelConfig, TrainConfig
+    from vidpred.models.codecs import Conv2d, ConvTranspose2d
     from vidpred.models.svg import SVG
     from vidpred.runtime import CompiledOrEager, tune_allocator
     from vidpred.training.trainer import resolve_amp
@@ -91,6 +94,10 @@ def run_one(codec: str, impl: str, amp: str, device: str, steps: int, warmup: in
     # The reference keeps PyTorch's default NCHW layout; ours uses the model's default (auto).
     fmt = "contiguous" if impl == "reference" else "auto"
     model = SVG(ModelConfig(codec=codec, width=64, g_dim=128, z_dim=64, rnn_size=256, memory_format=fmt)).to(dev)
+    if impl == "reference":  # PyTorch's convolution kernels for every layer, as the reference code has them
+        for m in model.modules():
+            if isinstance(m, (Conv2d, ConvTranspose2d)):
+                m.matmul = False
     # ours: vidpred train's fused Adam; the reference: PyTorch's default (a loop over parameters)
     opt = torch.optim.Adam(model.parameters(), lr=0.002, betas=(0.9, 0.999), fused=impl == "ours")
     frames = torch.rand(12, 12, 3, 64, 64, device=dev)

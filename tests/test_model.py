@@ -7,7 +7,8 @@ from torch.distributions import Normal, kl_divergence
 from vidpred.config import ModelConfig
 from vidpred.errors import ConfigError
 from vidpred.models import transform
-from vidpred.models.codecs import CondScaleShift, StepBatchNorm2d, build_codec, per_step_statistics
+from vidpred.models.codecs import (CondScaleShift, Conv2d, ConvTranspose2d, StepBatchNorm2d, build_codec,
+                                   per_step_statistics)
 from vidpred.models.recurrent import gaussian_kl, reparameterize
 from vidpred.models.svg import SVG, _rollout_stepwise, rollout
 from vidpred.models.transform import BACKGROUNDS, CDNAHead, apply_kernels, identity_coords
@@ -74,6 +75,46 @@ def test_group_norm_fits_widths_that_8_does_not_divide(width):
     assert codec[24] == 8 and codec[8 * width] == 8
     if width < 12:
         assert codec[12] == 6
+
+
+@pytest.mark.parametrize("kind, args, shape, product", [
+    ("conv", (64, 24, 4, 1, 0), (5, 64, 4, 4), True),  # the encoders' last layer: one product
+    ("conv", (64, 24, 3, 1, 1), (5, 64, 4, 4), False),  # padded: PyTorch's convolution
+    ("up", (64, 24, 4, 1, 0), (5, 64, 1, 1), True),  # the decoders' first layer: one product
+    ("up", (512, 24, 4, 2, 1), (5, 512, 4, 4), True),  # DCGAN's 4 -> 8 at width 32 or more: product and fold
+    ("up", (512, 24, 4, 2, 1), (5, 512, 2, 3), True),  # a non-square input through the same fold
+    ("up", (256, 24, 4, 2, 1), (5, 256, 4, 4), False),  # too few channels: PyTorch's transposed convolution
+])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matrix_product_convolutions_equal_pytorch_s(kind, args, shape, product, bias, monkeypatch):
+    """The codecs' Conv2d / ConvTranspose2d give PyTorch's outputs and gradients on every path."""
+    ours_cls, torch_cls = (Conv2d, torch.nn.Conv2d) if kind == "conv" else (ConvTranspose2d, torch.nn.ConvTranspose2d)
+    ours, ref = ours_cls(*args, bias=bias), torch_cls(*args, bias=bias)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(*shape)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    calls = []
+    torch_forward = torch_cls.forward
+    monkeypatch.setattr(torch_cls, "forward", lambda self, *a: calls.append(self) or torch_forward(self, *a))
+    ya, yb = ours(xa), ref(xb)
+    assert (ours in calls) is not product  # the matrix product where it is one, PyTorch's kernel elsewhere
+    assert ya.shape == yb.shape and ya.dtype == yb.dtype
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(yb)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    if bias:
+        torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+    ours.matmul = False  # the benchmark's reference: PyTorch's kernel itself
+    torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
+
+
+def test_codecs_use_the_matrix_product_convolutions():
+    enc, dec = build_codec("dcgan64", g_dim=16, width=32, norm="batch")
+    assert isinstance(enc.out.conv, Conv2d) and isinstance(dec.inp.conv, ConvTranspose2d)
+    assert isinstance(dec.stages[0][0].conv, ConvTranspose2d) and dec.stages[0][0].conv.in_channels == 512
 
 
 def test_unknown_codec_is_a_config_error():
@@ -279,6 +320,19 @@ def test_step_batch_norm_normalises_each_step_over_its_own_batch():
     assert bn.steps == 1  # the context is left as found
     plain = torch.nn.functional.batch_norm(x.flatten(0, 1), None, None, training=True, eps=bn.eps)
     assert (plain.view_as(y) - y).abs().max() > 0.1  # pooled statistics would differ
+
+
+def test_step_batch_norm_keeps_channels_last():
+    """A channels_last model gets channels_last back (values as for NCHW input)."""
+    torch.manual_seed(0)
+    bn = StepBatchNorm2d(4).train()
+    x = torch.randn(6, 4, 5, 5)
+    with per_step_statistics(bn, 3):
+        ref = bn(x)
+        y = bn(x.contiguous(memory_format=torch.channels_last))
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    assert ref.is_contiguous()
+    torch.testing.assert_close(y, ref)
 
 
 # -- the transformation (CDNA) decoder ------------------------------------------------

@@ -177,7 +177,7 @@ def test_conv_block_without_norm_has_a_bias_and_applies_its_activation(act):
 
 def test_conv_block_defaults_batch_norm_lrelu_and_no_bias():
     block = ConvBlock(3, 4, 3, 1, 1)
-    assert type(block.conv) is nn.Conv2d and block.conv.bias is None
+    assert type(block.conv) is codecs.Conv2d and block.conv.bias is None
     assert type(block.norm) is StepBatchNorm2d and block.norm.num_features == 4 and block.cond is None
     assert type(block.act) is nn.LeakyReLU and block.act.negative_slope == 0.2
     randomise(block, seed=13).eval()
@@ -189,7 +189,7 @@ def test_conv_block_defaults_batch_norm_lrelu_and_no_bias():
 def test_transposed_conditional_block_by_hand_and_needs_its_condition():
     E = 3
     block = randomise(ConvBlock(4, 2, 4, 2, 1, transpose=True, norm="group", act="tanh", cond_dim=E), seed=15)
-    assert type(block.conv) is nn.ConvTranspose2d and block.conv.bias is None
+    assert type(block.conv) is codecs.ConvTranspose2d and block.conv.bias is None
     assert block.cond.scale.in_features == E and block.cond.scale.out_features == 2
     x = torch.randn(3, 4, 3, 5, generator=gen(16))
     c = torch.randn(3, E, generator=gen(17))

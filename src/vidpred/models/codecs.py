@@ -44,8 +44,10 @@ class StepBatchNorm2d(nn.BatchNorm2d):
     In evaluation mode (running averages) ``steps`` changes nothing. (The running
     averages are the one thing the paths do not share: the step loop moves them
     once per step, the fast path once per window. Under multi-GPU training,
-    SyncBatchNorm replaces these layers and pools the fast path's steps. With
-    channels_last input the reshape copies, and the output comes back NCHW.)
+    SyncBatchNorm replaces these layers and pools the fast path's steps.) With
+    channels_last input the reshape copies, and the output is copied back to
+    channels_last: left NCHW, every later layer of the channels_last model would
+    convert it again (a vgg64 bf16 training step: 4.5 s instead of 3.6 s).
     """
 
     steps: int = 1
@@ -65,7 +67,10 @@ class StepBatchNorm2d(nn.BatchNorm2d):
                 self.running_mean.copy_(mean.view(S, C).mean(0))
                 self.running_var.copy_(var.view(S, C).mean(0))
                 self.num_batches_tracked.add_(1)
-        return y.reshape(N, C, H, W)
+        y = y.reshape(N, C, H, W)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y
 
 
 @contextmanager
@@ -119,6 +124,55 @@ class CondScaleShift(nn.Module):
         return y * scale + shift
 
 
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d``; on CPU a kernel that covers its whole input without padding (the
+    encoders' last layer, 4x4 -> 1x1) runs as the matrix product it is, which oneDNN's
+    convolution does up to 9x slower at these shapes (``benchmarks/RESULTS.md``).
+    ``matmul = False`` keeps PyTorch's convolution (the benchmark's reference schedule)."""
+
+    matmul = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.matmul and x.device.type == "cpu" and tuple(x.shape[-2:]) == self.kernel_size
+                and self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1):
+            y = F.linear(x.flatten(1), self.weight.flatten(1), self.bias)
+            return y[:, :, None, None]
+        return super().forward(x)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d``; on CPU two shapes run as matrix products, which oneDNN's
+    transposed convolution does 2-9x slower (``benchmarks/RESULTS.md``):
+
+    * a 1x1 input without padding (the decoders' first layer, 1 -> 4): one product;
+    * an input of at most 4x4 with at least 512 channels (DCGAN's 4 -> 8 layer at width
+      32 or more): the product with every kernel position, summed into place by ``F.fold``
+      (col2im, what a transposed convolution is). At width 16 the convolution is as fast.
+
+    ``matmul = False`` keeps PyTorch's transposed convolution (the benchmark's reference).
+    """
+
+    matmul = True
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        N, C, H, W = x.shape
+        plain = (output_size is not None or self.groups != 1 or self.dilation != (1, 1)
+                 or self.output_padding != (0, 0))
+        if not self.matmul or x.device.type != "cpu" or plain:
+            return super().forward(x, output_size)
+        kh, kw = self.kernel_size
+        w = self.weight.flatten(1)  # (C_in, C_out * kh * kw)
+        if H == W == 1 and self.padding == (0, 0):
+            y = (x.flatten(1) @ w).view(N, self.out_channels, kh, kw)
+        elif H * W <= 16 and C >= 512:
+            cols = torch.matmul(w.t(), x.flatten(2))  # (N, C_out * kh * kw, H * W)
+            out = [(n - 1) * s - 2 * p + k for n, s, p, k in zip((H, W), self.stride, self.padding, (kh, kw))]
+            y = F.fold(cols, out, (kh, kw), stride=self.stride, padding=self.padding)
+        else:
+            return super().forward(x, output_size)
+        return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
+
+
 class ConvBlock(nn.Module):
     """conv (or transposed conv) -> norm -> optional conditional scale/shift -> activation."""
 
@@ -136,7 +190,7 @@ class ConvBlock(nn.Module):
         cond_dim: int = 0,
     ) -> None:
         super().__init__()
-        conv_cls = nn.ConvTranspose2d if transpose else nn.Conv2d
+        conv_cls = ConvTranspose2d if transpose else Conv2d
         # A bias before a normalisation is cancelled by it (zero gradient): leave it out.
         self.conv = conv_cls(cin, cout, kernel, stride, padding, bias=not norm)
         self.norm = make_norm(norm, cout) if norm else nn.Identity()
