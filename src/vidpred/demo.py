@@ -2,7 +2,8 @@
 
 1. generate a small synthetic pushing dataset (``vidpred data synth``), or reuse it;
 2. train two short runs, monotonic vs cyclical KL annealing, both with decaying
-   teacher forcing (presets ``synth-cpu`` and ``synth-cpu-cyclical``);
+   teacher forcing (presets ``synth-cpu`` and ``synth-cpu-cyclical``), side by side in
+   two processes that share the CPU threads (``--jobs 1``: one after the other);
 3. evaluate both on the test split (2 -> 10 frames) against copy-last-frame;
 4. write the HTML report comparing them.
 
@@ -18,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 RUNS = (("monotonic", "synth-cpu"), ("cyclical", "synth-cpu-cyclical"))
@@ -47,6 +49,9 @@ def register(sub) -> None:
                    help="optimiser steps per epoch (default: one pass over the train split; quick: 2)")
     p.add_argument("--samples", type=int, default=None, help="evaluation samples per sequence (default: 10)")
     p.add_argument("--workers", type=int, default=2, help="data generation processes (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="training runs at once, each in its own process with an equal share of the CPU threads; "
+                   "1 trains them one after the other (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="(default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="tiny data, model and runs: checks the pipeline in seconds")
@@ -92,6 +97,106 @@ def _train_run(out: Path, preset: str, overrides: list[str], progress: bool) -> 
     return train(cfg, out, resume=resume, progress=progress)
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _train_child(queue, name: str, run: Path, preset: str, overrides: list[str], threads: int) -> None:
+    """One demo run in a process of its own: (name, summary or error, seconds) onto ``queue``."""
+    import torch
+
+    from vidpred.errors import VidpredError
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        summary = _train_run(run, preset, overrides, progress=False)
+    except VidpredError as err:
+        queue.put((name, err, time.perf_counter() - t0))
+    except BaseException as err:  # noqa: BLE001 - reported by the parent as the run's failure
+        trace = traceback.format_exc()
+        queue.put((name, RuntimeError(f"training {run} failed: {type(err).__name__}: {err}\n{trace}"), 0.0))
+    else:
+        queue.put((name, summary, time.perf_counter() - t0))
+
+
+def _train_parallel(plan, runs: list[Path], overrides: list[str], jobs: int, threads: int, progress: bool,
+                    n_train: int) -> dict[str, tuple[dict, float]]:
+    """Train ``plan``'s runs ``jobs`` at a time, each in a spawned process with ``threads`` threads.
+
+    On this machine's small models two one-thread runs side by side do more work per second than
+    one after the other with two threads each (the step loop of a free run is many small operations
+    that a second thread barely speeds up; ``benchmarks/RESULTS.md``). Progress is read from each
+    run's ``metrics.jsonl``. The first failure stops the other runs (their last checkpoints stay,
+    so a second call resumes them) and is raised here.
+    """
+    import multiprocessing
+    import queue as queue_module
+
+    from tqdm import tqdm
+
+    from vidpred.config import load_config
+    from vidpred.training.trainer import METRICS, _complete_lines
+
+    data = load_config(plan[0][1], overrides).data
+    if data.use_cache:  # built once here rather than by both runs at once
+        from vidpred.data.cache import ensure_cache
+
+        for split in ("train", "validate"):
+            ensure_cache(data.root, split, quiet=not progress)
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds OpenMP threads
+    queue = ctx.Queue()
+    todo = [(name, preset, run) for (name, preset), run in zip(plan, runs)]
+    bars = {}
+    if progress:
+        for k, (name, preset, run) in enumerate(todo):
+            tc = load_config(preset, overrides).train
+            total = tc.epochs * (tc.steps_per_epoch or n_train // tc.batch_size)
+            bars[name] = tqdm(total=total, desc=f"train {name}", unit="step", position=k, dynamic_ncols=True)
+    procs: dict[str, tuple] = {}  # name -> (process, run folder)
+    done: dict[str, tuple[dict, float]] = {}
+    try:
+        while len(done) < len(plan):
+            while todo and len(procs) < jobs:
+                name, preset, run = todo.pop(0)
+                proc = ctx.Process(target=_train_child, args=(queue, name, run, preset, overrides, threads),
+                                   name=f"vidpred-train-{name}")
+                proc.start()
+                procs[name] = (proc, run)
+            try:
+                name, result, seconds = queue.get(timeout=1.0)
+            except queue_module.Empty:  # meanwhile: the bars, and a process that ended without a word
+                for name, (proc, run) in procs.items():
+                    path = run / METRICS
+                    if name in bars and path.is_file():
+                        steps = [json.loads(ln)["step"] for ln in _complete_lines(path)[-3:]]
+                        bars[name].update(max(steps, default=bars[name].n) - bars[name].n)
+                ended = [(proc, run) for proc, run in procs.values() if proc.exitcode is not None]
+                if not ended:
+                    continue
+                try:  # its report may still be on its way
+                    name, result, seconds = queue.get(timeout=5.0)
+                except queue_module.Empty:
+                    proc, run = ended[0]
+                    raise RuntimeError(f"training {run} ended (exit code {proc.exitcode}) without a result") from None
+            procs.pop(name)[0].join()
+            if isinstance(result, BaseException):
+                raise result
+            done[name] = (result, seconds)
+            if name in bars:
+                bars[name].update(result["steps"] - bars[name].n)
+    finally:
+        for proc, _ in procs.values():
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+        for bar in bars.values():
+            bar.close()
+    return {name: done[name] for name, _ in plan}
+
+
 def _reusable_evaluation(run: Path, samples: int) -> dict | None:
     """The run's eval_test.json when it is newer than the checkpoint and used the same settings."""
     from vidpred.evaluation.evaluate import read_json
@@ -125,6 +230,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for k, v in counts.items():
         if v < 1:
             raise ConfigError(f"--{k} must be >= 1, got {v}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     epochs = args.epochs or quick.get("epochs")
     steps = args.steps_per_epoch or quick.get("steps_per_epoch")
     samples = args.samples or quick.get("samples") or 10
@@ -154,15 +261,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _prepare_data(data, counts, args.seed, max(1, args.workers), progress)
     stage("data", t0)
 
-    runs = []
-    for k, (name, preset) in enumerate(RUNS):
-        run = out / "runs" / name
-        _say(f"[2/4] training {k + 1}/{len(RUNS)}: {name} KL annealing (preset {preset}) -> {run}")
+    jobs = min(args.jobs, len(RUNS))
+    runs = [out / "runs" / name for name, _ in RUNS]
+    if jobs == 1:
+        for k, ((name, preset), run) in enumerate(zip(RUNS, runs)):
+            _say(f"[2/4] training {k + 1}/{len(RUNS)}: {name} KL annealing (preset {preset}) -> {run}")
+            t0 = time.perf_counter()
+            summary = _train_run(run, preset, overrides, progress)
+            stage(f"train_{name}", t0)
+            _say(f"      {summary['steps']} steps, best validation PSNR {summary['best_val_psnr']:.2f} dB")
+    else:
+        threads = max(1, torch_threads() // jobs)
+        _say(f"[2/4] training {len(RUNS)} runs, {jobs} at a time with {threads} thread(s) each: "
+             + ", ".join(f"{name} KL annealing (preset {preset})" for name, preset in RUNS) + f" -> {runs[0].parent}")
         t0 = time.perf_counter()
-        summary = _train_run(run, preset, overrides, progress)
-        stage(f"train_{name}", t0)
-        _say(f"      {summary['steps']} steps, best validation PSNR {summary['best_val_psnr']:.2f} dB")
-        runs.append(run)
+        done = _train_parallel(RUNS, runs, overrides, jobs, threads, progress, counts["train"])
+        for name, (summary, seconds) in done.items():
+            timings[f"train_{name}"] = round(seconds, 1)
+            _say(f"      {name}: {summary['steps']} steps in {seconds:.0f} s, best validation PSNR "
+                 f"{summary['best_val_psnr']:.2f} dB")
+        stage("train", t0)
 
     _say(f"[3/4] evaluation on the test split ({samples} samples per sequence)")
     t0 = time.perf_counter()

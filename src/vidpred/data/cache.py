@@ -21,6 +21,7 @@ than silently papering over it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -153,7 +154,7 @@ def ensure_cache(root: str | os.PathLike, split: str, rebuild: bool = False,
     target = primary if _is_writable(Path(root)) else fallback
     if stale is not None and not quiet:
         print(f"vidpred: cache {stale} is stale (source changed); rebuilding in {target}", file=sys.stderr)
-    build_cache(sequences, target, split, source_fp, workers=workers, quiet=quiet)
+    build_cache(sequences, target, split, source_fp, workers=workers, quiet=quiet, rebuild=rebuild)
     return target
 
 
@@ -163,8 +164,9 @@ def _read_for_cache(seq_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_cache(sequences: list[tuple[str, Path]], target: Path, split: str, source_fp: str,
-                workers: int | None = None, quiet: bool = False) -> None:
-    """Decode every sequence once into a temp folder, then rename it to ``target``."""
+                workers: int | None = None, quiet: bool = False, rebuild: bool = False) -> None:
+    """Decode every sequence once into a temp folder, then rename it to ``target`` (unless another
+    process has meanwhile put a cache of the same source there and ``rebuild`` is off)."""
     n = len(sequences)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -205,10 +207,27 @@ def build_cache(sequences: list[tuple[str, Path]], target: Path, split: str, sou
             "cond_std": np.maximum(flat.std(axis=0), STD_FLOOR).tolist(),
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest))
-        replace_dir(tmp, target)
+        # Two processes may build the same new cache at once (the demo's two runs, two
+        # trainings started on one new dataset): the first one renamed into place is kept,
+        # so a reader of it never has its files moved away.
+        if rebuild or not _built_by_another(target, source_fp):
+            try:
+                replace_dir(tmp, target)
+            except OSError as err:  # the other one's rename came between the check and ours
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not _built_by_another(target, source_fp):
+                    raise
+        shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _built_by_another(target: Path, source_fp: str) -> bool:
+    """Whether ``target`` holds a finished cache of the same source (``source_fp``)."""
+    try:
+        return json.loads((target / MANIFEST_FILE).read_text()).get("fingerprint") == source_fp
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class CacheReader:
