@@ -138,6 +138,7 @@ def _train_parallel(plan, runs: list[Path], overrides: list[str], jobs: int, thr
     from tqdm import tqdm
 
     from vidpred.config import load_config
+    from vidpred.errors import VidpredError
     from vidpred.training.trainer import METRICS, _complete_lines
 
     data = load_config(plan[0][1], overrides).data
@@ -180,7 +181,8 @@ def _train_parallel(plan, runs: list[Path], overrides: list[str], jobs: int, thr
                     name, result, seconds = queue.get(timeout=5.0)
                 except queue_module.Empty:
                     proc, run = ended[0]
-                    raise RuntimeError(f"training {run} ended (exit code {proc.exitcode}) without a result") from None
+                    raise VidpredError(f"training {run} ended (exit code {proc.exitcode}) without a result; its last "
+                                       "checkpoint is kept: the same command resumes it") from None
             procs.pop(name)[0].join()
             if isinstance(result, BaseException):
                 raise result
