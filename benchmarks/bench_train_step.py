@@ -10,8 +10,8 @@ rnn 256, predictor 2 layers, learned prior; Adam step included.
                 per time step, encode x_{t-1} and x_t separately (every frame is
                 encoded twice), step the LSTM cells, decode one frame; PyTorch's
                 default NCHW layout and its convolution kernels for every layer. Its
-                fp32 step matches the reference figures measured on this kind of
-                machine (~2.9 s DCGAN, ~18 s VGG).
+                fp32 step takes 2.0-2.9 s (DCGAN) and 12.8-18 s (VGG) on this project's
+                2-core machines (RESULTS.md); edenton/svg's own code took 2.4-2.8 s (DCGAN).
 
 Each configuration runs in a fresh process so that peak memory (max RSS on CPU,
 ``torch.cuda.max_memory_allocated`` on CUDA) is its own.

@@ -22,3 +22,16 @@ def synth_copy(synth_root, tmp_path):
     dst = tmp_path / "data"
     shutil.copytree(synth_root, dst, ignore=shutil.ignore_patterns(".cache"))
     return dst
+
+
+@pytest.fixture
+def stand_in_model():
+    """A module for ``evaluate`` to hold where a test fakes every rollout: it carries the
+    default model config, as a loaded model does (``evaluate`` reads ``model.cfg``)."""
+    import torch
+
+    from vidpred.config import ModelConfig
+
+    model = torch.nn.Linear(1, 1)
+    model.cfg = ModelConfig()
+    return model

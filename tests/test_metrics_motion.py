@@ -172,10 +172,10 @@ def fake_posterior_run(model, frames, conds, n_past, indices, seed):
     return future, torch.zeros(*future.shape[:2], 1)
 
 
-def test_evaluate_moving_region_by_hand(monkeypatch):
+def test_evaluate_moving_region_by_hand(monkeypatch, stand_in_model):
     monkeypatch.setattr(ev, "predict_samples", fake_predict_samples)
     monkeypatch.setattr(ev, "posterior_run", fake_posterior_run)
-    res = ev.evaluate(torch.nn.Linear(1, 1), SquareDataset(), N_PAST, samples=3, progress=False)
+    res = ev.evaluate(stand_in_model, SquareDataset(), N_PAST, samples=3, progress=False)
     json.dumps(res, allow_nan=False)  # no NaN in the JSON: frames without motion become null
 
     def moving(s, k):  # every channel of every moving pixel is off by BASE[s] * (k + 1)
@@ -224,11 +224,11 @@ def test_evaluate_moving_region_by_hand(monkeypatch):
     assert rows[1]["psnr_moving_copy_last"] == pytest.approx(base, abs=1e-3)
 
 
-def test_evaluate_without_any_motion_reports_null(monkeypatch):
+def test_evaluate_without_any_motion_reports_null(monkeypatch, stand_in_model):
     monkeypatch.setattr(ev, "predict_samples", fake_predict_samples)
     monkeypatch.setattr(ev, "posterior_run", fake_posterior_run)
     monkeypatch.setattr(SquareDataset, "truth", lambda self, i: torch.zeros(N_PAST + F, 3, 64, 64))
-    res = ev.evaluate(torch.nn.Linear(1, 1), SquareDataset(), N_PAST, samples=3, progress=False)
+    res = ev.evaluate(stand_in_model, SquareDataset(), N_PAST, samples=3, progress=False)
     json.dumps(res, allow_nan=False)
     assert res["model"]["psnr_moving"]["mean"] == {"per_step": [None] * F, "average": None}
     assert res["copy_last"]["ssim_moving"]["average"] is None
@@ -240,10 +240,10 @@ def test_evaluate_without_any_motion_reports_null(monkeypatch):
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, 1.5, float("nan")])
-def test_motion_threshold_is_checked(bad):
+def test_motion_threshold_is_checked(bad, stand_in_model):
     from vidpred.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--motion-threshold must be > 0 and < 1"):
         ev.check_motion_threshold(bad)
     with pytest.raises(ConfigError, match="--motion-threshold"):
-        ev.evaluate(torch.nn.Linear(1, 1), SquareDataset(), N_PAST, samples=1, motion_threshold=bad)
+        ev.evaluate(stand_in_model, SquareDataset(), N_PAST, samples=1, motion_threshold=bad)

@@ -111,6 +111,31 @@ def test_matrix_product_convolutions_equal_pytorch_s(kind, args, shape, product,
     torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("kind, args, shape", [
+    ("conv", (64, 24, 4, 1, 0), (5, 64, 4, 4)),
+    ("up", (64, 24, 4, 1, 0), (5, 64, 1, 1)),
+    ("up", (512, 24, 4, 2, 1), (5, 512, 4, 4)),
+])
+def test_matrix_product_convolutions_under_bf16_and_channels_last(kind, args, shape):
+    """Under bf16 autocast: PyTorch's dtype, and values within bf16 rounding; a channels_last
+    model keeps its layout."""
+    ours_cls, torch_cls = (Conv2d, torch.nn.Conv2d) if kind == "conv" else (ConvTranspose2d, torch.nn.ConvTranspose2d)
+    ours, ref = ours_cls(*args), torch_cls(*args)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(*shape)
+    want = ref(x)  # fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ya, yb = ours(x), ref(x)
+    assert ya.dtype == yb.dtype == torch.bfloat16
+    scale = want.abs().max()
+    assert (ya.float() - want).abs().max() < 0.02 * scale and (yb.float() - want).abs().max() < 0.02 * scale
+    ours, ref = ours.to(memory_format=torch.channels_last), ref.to(memory_format=torch.channels_last)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    ya, yb = ours(xc), ref(xc)
+    assert ya.is_contiguous(memory_format=torch.channels_last) == yb.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+
+
 def test_codecs_use_the_matrix_product_convolutions():
     enc, dec = build_codec("dcgan64", g_dim=16, width=32, norm="batch")
     assert isinstance(enc.out.conv, Conv2d) and isinstance(dec.inp.conv, ConvTranspose2d)

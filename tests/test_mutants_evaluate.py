@@ -256,8 +256,8 @@ def assert_rounded(result):
 # -- evaluate() ---------------------------------------------------------------------------------------
 
 
-def test_every_number_of_an_evaluation_from_the_samples(fakes, capsys):
-    model = torch.nn.Linear(1, 1)
+def test_every_number_of_an_evaluation_from_the_samples(fakes, capsys, stand_in_model):
+    model = stand_in_model
     result = ev.evaluate(model, Scenes(fakes.frames, fakes.conds), N_PAST, samples=S, seed=11, batch_size=2,
                          progress=True)
     want = expected_result(fakes.frames, fakes.pred, fakes.post, KL)
@@ -286,8 +286,8 @@ def test_every_number_of_an_evaluation_from_the_samples(fakes, capsys):
     assert re.fullmatch(r"evaluate: 100%\|.*\| 9/9 \[.*(sample/s|s/sample)\]", err.replace("\n", "\r").strip("\r").split("\r")[-1])
 
 
-def test_the_motion_threshold_and_one_sample(fakes, capsys):
-    model = torch.nn.Linear(1, 1)
+def test_the_motion_threshold_and_one_sample(fakes, capsys, stand_in_model):
+    model = stand_in_model
     result = ev.evaluate(model, Scenes(fakes.frames, fakes.conds), N_PAST, samples=1, motion_threshold=0.25)
     assert capsys.readouterr().err == ""  # progress None: no bar where stderr is no terminal
     want = expected_result(fakes.frames, fakes.pred[:, :1], fakes.post, KL, threshold=0.25)
@@ -297,8 +297,8 @@ def test_the_motion_threshold_and_one_sample(fakes, capsys):
     assert [c[6] for c in fakes.calls if c[0] == "samples"] == [0]  # seed 0 by default, one batch of 16
 
 
-def test_max_sequences_and_bad_arguments(fakes, capsys):
-    model = torch.nn.Linear(1, 1)
+def test_max_sequences_and_bad_arguments(fakes, capsys, stand_in_model):
+    model = stand_in_model
     ds = Scenes(fakes.frames, fakes.conds)
     assert ev.evaluate(model, ds, N_PAST, samples=2, max_sequences=2, progress=False)["n_sequences"] == 2
     assert [c[4] for c in fakes.calls] == [[0, 1], [0, 1]]
@@ -316,7 +316,7 @@ def test_max_sequences_and_bad_arguments(fakes, capsys):
         assert str(err.value) == message
 
 
-def test_compile_passes_the_rollout_through_torch_compile(fakes, monkeypatch):
+def test_compile_passes_the_rollout_through_torch_compile(fakes, monkeypatch, stand_in_model):
     made = []
 
     class Recorder:
@@ -326,7 +326,7 @@ def test_compile_passes_the_rollout_through_torch_compile(fakes, monkeypatch):
     import vidpred.runtime
 
     monkeypatch.setattr(vidpred.runtime, "CompiledOrEager", Recorder)
-    ev.evaluate(torch.nn.Linear(1, 1), Scenes(fakes.frames, fakes.conds), N_PAST, samples=1, compile=True,
+    ev.evaluate(stand_in_model, Scenes(fakes.frames, fakes.conds), N_PAST, samples=1, compile=True,
                 progress=False)
     assert made == [(rollout, True, torch.device("cpu"), "evaluate")]
     assert fakes.calls[0][7] is not None and isinstance(fakes.calls[0][7], Recorder)
@@ -696,6 +696,7 @@ class Loaded:
     def __init__(self, monkeypatch, n=3, action_lag=1):
         self.calls = []
         self.model = torch.nn.Linear(1, 1)
+        self.model.cfg = ModelConfig()  # evaluate reads the loaded model's config
         self.cfg = types.SimpleNamespace(train=types.SimpleNamespace(n_past=2, n_future=3),
                                          data=types.SimpleNamespace(root="/cfg/data", use_cache=False),
                                          model=types.SimpleNamespace(action_lag=action_lag))

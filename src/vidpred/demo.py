@@ -97,18 +97,13 @@ def _train_run(out: Path, preset: str, overrides: list[str], progress: bool) -> 
     return train(cfg, out, resume=resume, progress=progress)
 
 
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 def _train_child(queue, name: str, run: Path, preset: str, overrides: list[str], threads: int) -> None:
     """One demo run in a process of its own: (name, summary or error, seconds) onto ``queue``."""
     import torch
 
     from vidpred.errors import VidpredError
 
+    _exit_with_parent()
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     try:
@@ -122,15 +117,28 @@ def _train_child(queue, name: str, run: Path, preset: str, overrides: list[str],
         queue.put((name, summary, time.perf_counter() - t0))
 
 
-def _train_parallel(plan, runs: list[Path], overrides: list[str], jobs: int, threads: int, progress: bool,
-                    n_train: int) -> dict[str, tuple[dict, float]]:
-    """Train ``plan``'s runs ``jobs`` at a time, each in a spawned process with ``threads`` threads.
+def _exit_with_parent() -> None:
+    """End this process as soon as the demo's process does, however that ends (a SIGKILL runs
+    no cleanup there): a later demo resumes the run, and must not find it still being written."""
+    import multiprocessing
+    import os
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
+
+
+def _train_parallel(plan: tuple[tuple[str, str], ...], runs: list[Path], overrides: list[str], jobs: int,
+                    threads: int, progress: bool, n_train: int, child=_train_child) -> dict[str, tuple[dict, float]]:
+    """Train ``plan``'s (name, preset) runs ``jobs`` at a time, each in a spawned process with
+    ``threads`` threads; returns {name: (train's summary, seconds)}.
 
     On this machine's small models two one-thread runs side by side do more work per second than
     one after the other with two threads each (the step loop of a free run is many small operations
     that a second thread barely speeds up; ``benchmarks/RESULTS.md``). Progress is read from each
     run's ``metrics.jsonl``. The first failure stops the other runs (their last checkpoints stay,
-    so a second call resumes them) and is raised here.
+    so a second call resumes them) and is raised here. ``child``: the process's function (tests).
     """
     import multiprocessing
     import queue as queue_module
@@ -139,7 +147,7 @@ def _train_parallel(plan, runs: list[Path], overrides: list[str], jobs: int, thr
 
     from vidpred.config import load_config
     from vidpred.errors import VidpredError
-    from vidpred.training.trainer import METRICS, _complete_lines
+    from vidpred.training.trainer import METRICS, read_metrics
 
     data = load_config(plan[0][1], overrides).data
     if data.use_cache:  # built once here rather than by both runs at once
@@ -156,13 +164,13 @@ def _train_parallel(plan, runs: list[Path], overrides: list[str], jobs: int, thr
             tc = load_config(preset, overrides).train
             total = tc.epochs * (tc.steps_per_epoch or n_train // tc.batch_size)
             bars[name] = tqdm(total=total, desc=f"train {name}", unit="step", position=k, dynamic_ncols=True)
-    procs: dict[str, tuple] = {}  # name -> (process, run folder)
+    procs: dict[str, tuple[multiprocessing.process.BaseProcess, Path]] = {}  # name -> (process, run folder)
     done: dict[str, tuple[dict, float]] = {}
     try:
         while len(done) < len(plan):
             while todo and len(procs) < jobs:
                 name, preset, run = todo.pop(0)
-                proc = ctx.Process(target=_train_child, args=(queue, name, run, preset, overrides, threads),
+                proc = ctx.Process(target=child, args=(queue, name, run, preset, overrides, threads),
                                    name=f"vidpred-train-{name}")
                 proc.start()
                 procs[name] = (proc, run)
@@ -170,9 +178,8 @@ def _train_parallel(plan, runs: list[Path], overrides: list[str], jobs: int, thr
                 name, result, seconds = queue.get(timeout=1.0)
             except queue_module.Empty:  # meanwhile: the bars, and a process that ended without a word
                 for name, (proc, run) in procs.items():
-                    path = run / METRICS
-                    if name in bars and path.is_file():
-                        steps = [json.loads(ln)["step"] for ln in _complete_lines(path)[-3:]]
+                    if name in bars and (run / METRICS).is_file():
+                        steps = [r["step"] for r in read_metrics(run)]
                         bars[name].update(max(steps, default=bars[name].n) - bars[name].n)
                 ended = [(proc, run) for proc, run in procs.values() if proc.exitcode is not None]
                 if not ended:
@@ -273,7 +280,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             stage(f"train_{name}", t0)
             _say(f"      {summary['steps']} steps, best validation PSNR {summary['best_val_psnr']:.2f} dB")
     else:
-        threads = max(1, torch_threads() // jobs)
+        import torch
+
+        threads = max(1, torch.get_num_threads() // jobs)
         _say(f"[2/4] training {len(RUNS)} runs, {jobs} at a time with {threads} thread(s) each: "
              + ", ".join(f"{name} KL annealing (preset {preset})" for name, preset in RUNS) + f" -> {runs[0].parent}")
         t0 = time.perf_counter()

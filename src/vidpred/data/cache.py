@@ -165,8 +165,8 @@ def _read_for_cache(seq_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def build_cache(sequences: list[tuple[str, Path]], target: Path, split: str, source_fp: str,
                 workers: int | None = None, quiet: bool = False, rebuild: bool = False) -> None:
-    """Decode every sequence once into a temp folder, then rename it to ``target`` (unless another
-    process has meanwhile put a cache of the same source there and ``rebuild`` is off)."""
+    """Decode every sequence once into a temp folder, then rename it to ``target``; unless
+    ``rebuild``, a cache of the same source that another process put there meanwhile is kept."""
     n = len(sequences)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -207,15 +207,19 @@ def build_cache(sequences: list[tuple[str, Path]], target: Path, split: str, sou
             "cond_std": np.maximum(flat.std(axis=0), STD_FLOOR).tolist(),
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest))
-        # Two processes may build the same new cache at once (the demo's two runs, two
-        # trainings started on one new dataset): the first one renamed into place is kept,
-        # so a reader of it never has its files moved away.
-        if rebuild or not _built_by_another(target, source_fp):
+        if rebuild:
+            replace_dir(tmp, target)
+        else:
+            # Two processes may build the same new cache at once (two trainings started on one
+            # new dataset): the first one renamed into place is kept, so a reader of it never
+            # has its files moved away. The rename fails where any folder is there already.
             try:
-                replace_dir(tmp, target)
-            except OSError as err:  # the other one's rename came between the check and ours
-                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not _built_by_another(target, source_fp):
+                os.rename(tmp, target)
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
+                if not _built_by_another(target, source_fp):  # a stale cache: replaced
+                    replace_dir(tmp, target)
         shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

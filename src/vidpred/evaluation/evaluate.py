@@ -255,8 +255,7 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
          "moving_fraction": _number(cat["moving"][i].mean(), 6)}
         for i, name in enumerate(names)
     ]
-    seq_z = getattr(getattr(model, "cfg", None), "seq_z", 0)  # a stand-in model without a config has none
-    result["latent"] = latent_summary(cat, result, samples, sequence_latent=seq_z > 0)
+    result["latent"] = latent_summary(cat, result, samples, sequence_latent=model.cfg.seq_z > 0)
     result["n_sequences"] = n
     return result
 

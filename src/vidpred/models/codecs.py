@@ -68,7 +68,7 @@ class StepBatchNorm2d(nn.BatchNorm2d):
                 self.running_var.copy_(var.view(S, C).mean(0))
                 self.num_batches_tracked.add_(1)
         y = y.reshape(N, C, H, W)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if _channels_last(x):
             y = y.contiguous(memory_format=torch.channels_last)
         return y
 
@@ -127,13 +127,13 @@ class CondScaleShift(nn.Module):
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d``; on CPU a kernel that covers its whole input without padding (the
     encoders' last layer, 4x4 -> 1x1) runs as the matrix product it is, which oneDNN's
-    convolution does up to 9x slower at these shapes (``benchmarks/RESULTS.md``).
+    convolution does 4-9x slower at these shapes (``benchmarks/RESULTS.md``).
     ``matmul = False`` keeps PyTorch's convolution (the benchmark's reference schedule)."""
 
     matmul = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.matmul and x.device.type == "cpu" and tuple(x.shape[-2:]) == self.kernel_size
+        if (self.matmul and x.device.type == "cpu" and x.dim() == 4 and tuple(x.shape[-2:]) == self.kernel_size
                 and self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1):
             y = F.linear(x.flatten(1), self.weight.flatten(1), self.bias)
             return y[:, :, None, None]
@@ -141,36 +141,48 @@ class Conv2d(nn.Conv2d):
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d``; on CPU two shapes run as matrix products, which oneDNN's
-    transposed convolution does 2-9x slower (``benchmarks/RESULTS.md``):
+    """``nn.ConvTranspose2d``; on CPU two shapes run as matrix products, where oneDNN's
+    transposed convolution is slow (``benchmarks/RESULTS.md``, forward and backward):
 
-    * a 1x1 input without padding (the decoders' first layer, 1 -> 4): one product;
+    * a 1x1 input without padding (the decoders' first layer, 1 -> 4): one product (8x
+      faster in bf16, 4x in fp32);
     * an input of at most 4x4 with at least 512 channels (DCGAN's 4 -> 8 layer at width
       32 or more): the product with every kernel position, summed into place by ``F.fold``
-      (col2im, what a transposed convolution is). At width 16 the convolution is as fast.
+      (col2im, what a transposed convolution is; 3.2x faster in bf16, 1.25x in fp32). At
+      width 16 the convolution is as fast.
 
+    A channels_last input or model gets channels_last back, as from PyTorch's kernel.
     ``matmul = False`` keeps PyTorch's transposed convolution (the benchmark's reference).
     """
 
     matmul = True
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        N, C, H, W = x.shape
-        plain = (output_size is not None or self.groups != 1 or self.dilation != (1, 1)
-                 or self.output_padding != (0, 0))
-        if not self.matmul or x.device.type != "cpu" or plain:
+        plain = (not self.matmul or x.device.type != "cpu" or x.dim() != 4 or output_size is not None
+                 or self.groups != 1 or self.dilation != (1, 1) or self.output_padding != (0, 0))
+        if plain:
             return super().forward(x, output_size)
+        N, C, H, W = x.shape
         kh, kw = self.kernel_size
         w = self.weight.flatten(1)  # (C_in, C_out * kh * kw)
         if H == W == 1 and self.padding == (0, 0):
             y = (x.flatten(1) @ w).view(N, self.out_channels, kh, kw)
-        elif H * W <= 16 and C >= 512:
+        elif H <= 4 and W <= 4 and C >= 512:
             cols = torch.matmul(w.t(), x.flatten(2))  # (N, C_out * kh * kw, H * W)
             out = [(n - 1) * s - 2 * p + k for n, s, p, k in zip((H, W), self.stride, self.padding, (kh, kw))]
             y = F.fold(cols, out, (kh, kw), stride=self.stride, padding=self.padding)
         else:
             return super().forward(x, output_size)
-        return y if self.bias is None else y + self.bias.to(y.dtype)[:, None, None]
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)[:, None, None]
+        if _channels_last(x) or _channels_last(self.weight):
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is laid out channels_last (and not also plain contiguous, as a 1x1 map is)."""
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 class ConvBlock(nn.Module):
