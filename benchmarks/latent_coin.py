@@ -14,8 +14,8 @@ that ignores z predicts grey: all three stay at 0.25.
 
 Training: Adam (lr 2e-3), batch 16, 6 frames (2 -> 4), teacher forcing on every other step
 (free running on the rest, as the presets mix them late in training), loss = per-step MSE
-summed over steps + beta * KL (the trainer's reductions and free bits), the pixel decoder, group norm,
-no condition. Every ``--every`` steps: posterior-run MSE on the future frames (free run, z
+summed over steps + beta * KL (the trainer's own ``compute_loss``, free bits included), the
+pixel decoder, group norm, no condition. Every ``--every`` steps: posterior-run MSE on the future frames (free run, z
 from the posterior), and the mean and best-of-5 MSE of prior samples, on 64 fresh sequences.
 Results: benchmarks/RESULTS.md.
 """
@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from contextlib import nullcontext
 
 import torch
 
 from vidpred.config import ModelConfig
 from vidpred.models.svg import SVG, rollout
+from vidpred.training.trainer import compute_loss
 
 
 def coin_batch(batch: int, frames: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,11 +65,10 @@ def main() -> None:
     t0 = time.perf_counter()
     for step in range(a.steps):
         x, c = coin_batch(B, T, gen)
-        out = rollout(model, x, c, 2, noise=torch.randn(B, T - 1, cfg.noise_dim, generator=gen),
-                      teacher_forcing=step % 2 == 0)
-        mse = ((out.pred - x[:, 1:]) ** 2).mean(dim=(0, 2, 3, 4)).sum()
         beta = 0.0 if step < a.delay else a.beta * min(1.0, (step - a.delay + 1) / max(a.ramp, 1))
-        loss = mse + beta * out.kl.mean(0).clamp(min=a.free_bits).sum()  # as the trainer's compute_loss
+        loss, _, kl, _ = compute_loss(model, x, c, 2, beta, step % 2 == 0,
+                                      torch.randn(B, T - 1, cfg.noise_dim, generator=gen), nullcontext(),
+                                      free_bits=a.free_bits)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -82,7 +83,7 @@ def main() -> None:
                               noise=torch.randn(64, T - 1, cfg.noise_dim, generator=gen)).pred[:, 1:] - x[:, 2:]) ** 2)
                     .mean(dim=(1, 2, 3, 4)) for _ in range(5)])
             model.train()
-            print(f"step {step:4d} {time.perf_counter() - t0:5.0f} s  KL {out.kl.mean(0).sum().item():8.3f}  "
+            print(f"step {step:4d} {time.perf_counter() - t0:5.0f} s  KL {kl.item() * (T - 1):8.3f}  "
                   f"posterior MSE {((post[:, 1:] - x[:, 2:]) ** 2).mean().item():.4f}  prior: mean sample "
                   f"{errs.mean().item():.4f}, best of 5 {errs.min(0).values.mean().item():.4f}", flush=True)
 

@@ -229,8 +229,8 @@ def build_cache(sequences: list[tuple[str, Path]], target: Path, split: str, sou
 def _built_by_another(target: Path, source_fp: str) -> bool:
     """Whether ``target`` holds a finished cache of the same source (``source_fp``)."""
     try:
-        return json.loads((target / MANIFEST_FILE).read_text()).get("fingerprint") == source_fp
-    except (OSError, ValueError, AttributeError):
+        return load_manifest(target).get("fingerprint") == source_fp
+    except (OSError, DataError):  # none there, or a damaged one: not a cache to keep
         return False
 
 
