@@ -15,6 +15,8 @@
 #   DEVICE=cpu QUICK=1 bash benchmarks/gpu_check.sh /tmp/gpu_dry   # the same steps, tiny, on a CPU first
 #   SKIP="bench_compile demo" bash benchmarks/gpu_check.sh "$OUT"   # leave steps out (a second call
 #                                                      # within the 10-minute limit of one device run)
+#   DEMO_EPOCHS=50 SKIP="tests bench eval synth bair_epoch long long_eval bench_compile" \
+#       bash benchmarks/gpu_check.sh "$OUT"            # the demo alone, twice the presets' steps
 #
 # The GPU image has PyTorch but not pymunk (the synthetic world) or tfrecord: they are
 # installed from the carried wheels, and vidpred runs from src/ (PYTHONPATH), not installed.
@@ -27,8 +29,8 @@
 # evaluation on the CPU), and the training-step benchmark in bf16 with torch.compile. Each step's output goes to
 # OUT/log.txt (the CUDA tests' and the benchmarks' whole output is short enough to be there);
 # the files the device tool brings back (at most 8) are:
-#   log.txt  bair_metrics.jsonl  demo_monotonic.json  demo_cyclical.json  demo_grid.png
-#   long_eval.json  long_run.tgz
+#   log.txt  bair_metrics.jsonl  demo.txt  demo_monotonic.json  demo_cyclical.json  demo_grid.png
+#   long_eval.json  long_run.tgz (or demo_runs.tgz, the demo's run folders, with DEMO_EPOCHS other than 25)
 # A failing step is logged with its exit status and the next one runs. Every step is cut off
 # at DEADLINE_S seconds after the start (default 540, inside one device call's 600), so that
 # what finished still comes back; a step that would start with less time left than it needs
@@ -47,10 +49,11 @@ LOG="$OUT/log.txt"
 SKIP=" ${SKIP:-} "
 DEADLINE_S=${DEADLINE_S:-540}
 LONG_S=${LONG_S:-150}
+DEMO_EPOCHS=${DEMO_EPOCHS:-25}  # the presets' 25 epochs (1,000 steps per run); more for a longer demo
 START=$(date +%s)
 
 # the least time (s) a step needs, from the H200 run: one that cannot finish is not started
-declare -A NEED=([bench_compile]=250 [demo]=240 [long]=$((LONG_S + 30)))
+declare -A NEED=([bench_compile]=250 [demo]=$((240 * DEMO_EPOCHS / 25)) [long]=$((LONG_S + 30)))
 
 step() {  # step NAME CMD...: run CMD, its output in $WORK/NAME.txt and appended to the log
     local name=$1 t0 rc need
@@ -100,7 +103,7 @@ else
     EVAL=()
     SYNTH=(--train 96 --validate 16 --test 16 --workers 8)
     EPOCH_STEPS=600
-    DEMO=()
+    DEMO=(--epochs "$DEMO_EPOCHS")
     LONG=()
 fi
 
@@ -119,6 +122,11 @@ for run in monotonic cyclical; do
     cp "$WORK/demo/runs/$run/eval_test.json" "$OUT/demo_$run.json" 2>/dev/null
 done
 cp "$WORK/demo/report/monotonic/test_0_grid.png" "$OUT/demo_grid.png" 2>/dev/null
+cp "$WORK/demo.txt" "$OUT/demo.txt" 2>/dev/null  # the whole output: stage times, both runs' tables
+# the demo's two runs (for planning and pictures on the CPU) when the demo was longer than the presets'
+if ((DEMO_EPOCHS != 25)) && [ -f "$WORK/demo/runs/monotonic/best.pt" ]; then
+    tar -C "$WORK/demo" -czf "$OUT/demo_runs.tgz" --exclude='*/tb' --exclude='*/last.pt' runs 2>/dev/null
+fi
 
 # The longer run: the demo's preset and data, as many whole epochs as LONG_S seconds hold at the
 # rate the demo's monotonic run measured (metrics.jsonl seq_per_s, harmonic mean), then the demo's evaluation.
