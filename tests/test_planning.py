@@ -202,6 +202,52 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     assert numbers(c | {"model": a["model"], "simulator": a["simulator"]}) == numbers(a)  # arms keep their draws
 
 
+def test_a_stopped_plan_resumes_from_its_finished_episodes(run, tmp_path, capsys, monkeypatch):
+    from vidpred.planning import mpc
+
+    ref, out = tmp_path / "ref.json", tmp_path / "out.json"
+    assert main(["plan", str(run), *SMALL, "--seed", "5", "--out", str(ref)]) == 0
+    assert not mpc.episode_log_path(ref).exists()  # removed once the JSON is written
+    capsys.readouterr()
+    real, calls, stop_at = mpc.run_episode, [], [3]
+
+    def stop_at_third(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) in stop_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mpc, "run_episode", stop_at_third)
+    assert main(["plan", str(run), *SMALL, "--seed", "5", "--out", str(out)]) == 130
+    log = mpc.episode_log_path(out)
+    assert str(log) in capsys.readouterr().err and not out.exists()
+    assert len(log.read_text().splitlines()) == 1 + 2  # the settings, then the two finished episodes
+    with log.open("a") as f:
+        f.write('{"arm": "random", "episo')  # a line cut short by a kill is ignored
+    calls.clear()
+    stop_at.clear()
+    assert main(["plan", str(run), *SMALL, "--seed", "5", "--out", str(out)]) == 0
+    assert "2 of 6 episodes already done" in capsys.readouterr().err
+    assert len(calls) == 4  # only the episodes that had not finished ran
+    a, b = json.loads(ref.read_text()), json.loads(out.read_text())
+    drop = {"seconds_per_step", "planning_seconds"}
+    for arm in ("model", "random", "simulator"):
+        assert [{k: v for k, v in e.items() if k not in drop} for e in a[arm]["episodes"]] == \
+            [{k: v for k, v in e.items() if k not in drop} for e in b[arm]["episodes"]]
+        assert a[arm]["success_rate"] == b[arm]["success_rate"]
+    assert not log.exists()
+    # a log left by a call with other settings is not used
+    calls.clear()
+    stop_at.append(3)
+    assert main(["plan", str(run), *SMALL, "--seed", "5", "--out", str(out)]) == 130
+    capsys.readouterr()
+    monkeypatch.setattr(mpc, "run_episode", real)
+    assert main(["plan", str(run), *SMALL, "--seed", "6", "--arms", "random", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "other settings; starting over" in err and "already done" not in err
+    assert json.loads(out.read_text())["seed"] == 6
+
+
 def test_errors(run, synth_root, tmp_path, capsys):
     out = tmp_path / "x.json"
     assert "not found" in _error(capsys, ["plan", str(tmp_path / "nope"), *SMALL, "--out", str(out)])

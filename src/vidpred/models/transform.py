@@ -135,10 +135,12 @@ class CDNAHead(nn.Module):
             grid = moved.permute(0, 1, 3, 4, 2).reshape(N, K * H, W, 2)
             warped = F.grid_sample(ref.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
         warped = warped.view(N, 3, K, H, W).transpose(1, 2)  # (N, K, 3, H, W)
-        frame = composite(masks, warped, (previous, first, last_observed, generated))
+        m = masks.unsqueeze(2).unbind(1)  # one (N, 1, H, W) per mask
+        frame = composite(m, warped.unbind(1), (previous, first, last_observed, generated))
         # where the frame came from moved or previous pixels, carry their coordinates
-        w = masks[:, : K + 1]  # the moved candidates and previous
-        coords_t = (weighted_sum(w[:, :K], moved) + w[:, K, None] * coords.float()) / w.sum(1, keepdim=True).clamp_min(1e-6)
+        w = m[: K + 1]  # the moved candidates and previous
+        total = sum(w[1:], w[0]).clamp_min(1e-6)
+        coords_t = weighted_sum(w, moved.unbind(1) + (coords.float(),)) / total
         return frame, masks, coords_t
 
     def forward(self, g, raw, previous, first, last_observed):
@@ -153,27 +155,28 @@ class CDNAHead(nn.Module):
         # and pixel values mixed in bf16 lose about 1/255.
         with torch.autocast(device_type=previous.device.type, enabled=False):
             moved = self.move(previous, g, raw)  # (N, K, 3, H, W)
-        frame = composite(masks, moved, (previous, first, last_observed, generated))
+        frame = composite(masks.unsqueeze(2).unbind(1), moved.unbind(1), (previous, first, last_observed, generated))
         return frame, masks
 
 
-def weighted_sum(weights: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """weights (N, J, H, W), images (N, J, C, H, W) -> sum_j weights_j * images_j (N, C, H, W)."""
-    out = weights[:, 0, None] * images[:, 0]
-    for j in range(1, images.shape[1]):
-        out = out.addcmul_(weights[:, j, None], images[:, j])
+def weighted_sum(weights, images) -> torch.Tensor:
+    """sum_j weights[j] * images[j]: weights (N, 1, H, W) each, images (N, C, H, W) each.
+
+    Sequences rather than stacked tensors: the callers pass ``unbind`` views, whose
+    backward is one stack, where a slice per candidate costs a zero fill and an add each."""
+    if len(weights) != len(images):
+        raise ValueError(f"weighted_sum: {len(weights)} weights for {len(images)} images")
+    out = weights[0] * images[0]
+    for w, im in zip(weights[1:], images[1:]):
+        out = out.addcmul_(w, im)
     return out
 
 
-def composite(masks: torch.Tensor, moved: torch.Tensor, backgrounds) -> torch.Tensor:
-    """sum_m masks_m * candidate_m over the K moved images (N, K, C, H, W) and then the
-    backgrounds (each (N, C, H, W), in the order of BACKGROUNDS), in fp32, without
-    stacking the candidates into one tensor."""
-    K = moved.shape[1]
-    out = weighted_sum(masks[:, :K], moved)
-    for i, b in enumerate(backgrounds):
-        out = out.addcmul_(masks[:, K + i, None], b.float())
-    return out
+def composite(masks, moved, backgrounds) -> torch.Tensor:
+    """sum_m masks[m] * candidate_m over the K moved images and then the backgrounds (in the
+    order of BACKGROUNDS), in fp32, without stacking the candidates into one tensor. masks: the
+    M = K + len(backgrounds) masks, (N, 1, H, W) each; moved and backgrounds (N, C, H, W) each."""
+    return weighted_sum(masks, tuple(moved) + tuple(b.float() for b in backgrounds))
 
 
 def identity_coords(N: int, H: int, W: int, device, dtype=torch.float32) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -18,7 +19,8 @@ def register(sub) -> None:
         "'random' (actions from CEM's initial distribution). Writes per arm the success rate (object within "
         "4 px of the goal at the end), the mean final distance and the planning time per step "
         "(docs/planning.md). Deterministic by --seed, timings aside. The run must be action-conditioned "
-        "with model.condition=causal.",
+        "with model.condition=causal. Finished episodes are kept beside the JSON (OUT.episodes.jsonl) until "
+        "it is written, so a stopped call resumes when run again with the same settings.",
     )
     p.add_argument("run", type=Path, help="run folder (best.pt, else last.pt) or a checkpoint file")
     p.add_argument("--episodes", type=int, default=d.EPISODES, help="tasks per arm (default: %(default)s)")
@@ -50,17 +52,26 @@ def register(sub) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from vidpred.planning.cem import CEMConfig
-    from vidpred.planning.mpc import check_arms, check_budget, format_summary, plan_run, write_json
+    from vidpred.planning.mpc import (check_arms, check_budget, episode_log_path, format_summary, plan_run,
+                                      write_json)
 
     cfg = CEMConfig(samples=args.samples, iterations=args.iterations, elite_fraction=args.elite_fraction,
                     horizon=args.horizon, replan_every=args.replan_every)
     check_budget(args.episodes, args.steps, args.seed)
     arms = check_arms(args.arms)
-    result = plan_run(args.run, episodes=args.episodes, seed=args.seed, cfg=cfg, steps=args.steps, arms=arms,
-                      model_samples=args.model_samples, device=args.device, gif_dir=args.gif,
-                      progress=False if args.no_progress else None)
     run_dir = args.run.parent if args.run.is_file() else args.run
-    path = write_json(result, args.out or run_dir / "plan.json")
+    out = args.out or run_dir / "plan.json"
+    log = episode_log_path(out)
+    try:
+        result = plan_run(args.run, episodes=args.episodes, seed=args.seed, cfg=cfg, steps=args.steps, arms=arms,
+                          model_samples=args.model_samples, device=args.device, gif_dir=args.gif,
+                          progress=False if args.no_progress else None, log=log)
+    except KeyboardInterrupt:
+        if log.is_file():
+            print(f"finished episodes are kept in {log}: the same command resumes from them", file=sys.stderr)
+        raise
+    path = write_json(result, out)
+    log.unlink(missing_ok=True)
     print(format_summary(result))
     print(f"wrote {path}")
     if args.gif is not None and "model" in arms:

@@ -17,6 +17,7 @@ beside them the tasks, the planner settings and the success radius.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from vidpred.planning.defaults import ARMS, EPISODES, MODEL_SAMPLES, STEPS
 from vidpred.planning.env import (GOAL_CONE_DEG, GOAL_DISTANCE_PX, MAX_GAP_PX, MIN_CONTRAST, SUCCESS_RADIUS_PX,
                                   TASK_SPLIT, PushEnv, Task, find_tasks)
 from vidpred.training.checkpoint import write_atomic
+from vidpred.training.trainer import complete_lines
 
 FORMAT = "vidpred-plan-1"
 ARM_KEYS = {"model": 1, "random": 2, "simulator": 3}
@@ -139,11 +141,56 @@ def check_arms(arms) -> tuple[str, ...]:
     return arms
 
 
+def episode_log_path(out: str | Path) -> Path:
+    """Where ``vidpred plan`` keeps the finished episodes of the call that writes ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + ".episodes.jsonl")
+
+
+class EpisodeLog:
+    """The finished episodes of a ``vidpred plan`` call, one JSON line each, so that a call
+    that was stopped resumes where it stopped: a later call with the same checkpoint (same
+    file, same size and time), seed, steps and planner settings re-runs none of them. The
+    first line names those settings; a log written with others is started over. Every line
+    is flushed to disk as its episode ends; a last line cut short by a kill is ignored."""
+
+    def __init__(self, path: str | Path | None, settings: dict) -> None:
+        self.path, self.done = (Path(path) if path is not None else None), {}
+        if self.path is None:
+            return
+        header = {"settings": settings}
+        lines = complete_lines(self.path) if self.path.is_file() else []
+        if lines and json.loads(lines[0]) == header:
+            for line in lines[1:]:
+                row = json.loads(line)
+                self.done[(row["arm"], row["episode"], row["task"])] = row["record"]
+            return
+        if lines:
+            print(f"{self.path}: written by a call with other settings; starting over", file=sys.stderr)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = (json.dumps(header) + "\n").encode()
+        write_atomic(self.path, lambda f: f.write(text))
+
+    def get(self, arm: str, episode: int, task: Task) -> dict | None:
+        return self.done.get((arm, episode, task.index))
+
+    def add(self, arm: str, episode: int, task: Task, record: dict) -> None:
+        if self.path is None:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"arm": arm, "episode": episode, "task": task.index, "record": record}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMConfig | None = None,
              steps: int = STEPS, arms=ARMS, model_samples: int = MODEL_SAMPLES, device: str = "auto",
-             gif_dir: str | Path | None = None, progress: bool | None = None) -> dict[str, Any]:
+             gif_dir: str | Path | None = None, progress: bool | None = None,
+             log: str | Path | None = None) -> dict[str, Any]:
     """Run ``episodes`` seeded tasks closed loop for each arm; returns the result dict
-    (GIFs of the model arm's episodes are written to ``gif_dir``)."""
+    (GIFs of the model arm's episodes are written to ``gif_dir``). ``log``: a JSON-lines
+    file of finished episodes (:class:`EpisodeLog`): those already there are not run again
+    (nor their GIFs written again)."""
     from vidpred.training.checkpoint import load_model
     from vidpred.training.trainer import resolve_device
 
@@ -166,16 +213,26 @@ def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMC
         "tasks": [t.as_dict() for t in tasks],
         "torch_threads": torch.get_num_threads(),
     }
+    stat = Path(ckpt).stat()
+    settings = {k: result[k] for k in ("format", "checkpoint", "seed", "steps", "planner", "cost", "task_rules")}
+    episode_log = EpisodeLog(log, {**settings, "checkpoint_bytes": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns})
+    wanted = {(arm, i, t.index) for arm in arms for i, t in enumerate(tasks)}
+    resumed = len(wanted & episode_log.done.keys())
+    if resumed:
+        print(f"resuming from {episode_log.path}: {resumed} of {len(wanted)} episodes already done", file=sys.stderr)
     bar = tqdm(total=episodes * len(arms), desc="plan", unit="episode", file=sys.stderr, dynamic_ncols=True,
                disable=None if progress is None else not progress)
     for arm in arms:
         records = []
         for i, task in enumerate(tasks):
             bar.set_postfix_str(arm)
-            rec = run_episode(task, arm, cfg, steps, seed, n_past, model=model, model_samples=model_samples,
-                              imagine=gif_dir is not None and arm == "model")
-            if "pictures" in rec:
-                write_gifs(rec.pop("pictures"), Path(gif_dir), i, task, n_past)
+            rec = episode_log.get(arm, i, task)
+            if rec is None:
+                rec = run_episode(task, arm, cfg, steps, seed, n_past, model=model, model_samples=model_samples,
+                                  imagine=gif_dir is not None and arm == "model")
+                if "pictures" in rec:
+                    write_gifs(rec.pop("pictures"), Path(gif_dir), i, task, n_past)
+                episode_log.add(arm, i, task, rec)
             records.append(rec)
             bar.update()
         result[arm] = summarise(records)

@@ -156,7 +156,7 @@ class JsonlLog:
     def __init__(self, path: Path, enabled: bool, keep_until_step: int | None) -> None:
         self.path, self.enabled = path, enabled
         if enabled and keep_until_step is not None and path.exists():
-            kept = [ln for ln in _complete_lines(path) if json.loads(ln)["step"] <= keep_until_step]
+            kept = [ln for ln in complete_lines(path) if json.loads(ln)["step"] <= keep_until_step]
             text = "".join(ln + "\n" for ln in kept).encode()
             ckpt_io.write_atomic(path, lambda f: f.write(text))  # a kill here leaves the old file whole
 
@@ -401,7 +401,7 @@ def _tb_scalars(tb, record: dict, step: int) -> None:
     tb.flush()
 
 
-def _complete_lines(path: Path) -> list[str]:
+def complete_lines(path: Path) -> list[str]:
     """Lines of a JSON-lines file, without a last line cut short by a killed process."""
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     if lines:
@@ -416,6 +416,6 @@ def read_metrics(run: Path) -> list[dict]:
     path = Path(run) / METRICS
     if not path.is_file():
         raise DataError(f"{path} not found: is {run} a vidpred run folder?")
-    return [json.loads(ln) for ln in _complete_lines(path)]
+    return [json.loads(ln) for ln in complete_lines(path)]
 
 
