@@ -30,7 +30,8 @@
 # OUT/log.txt (the CUDA tests' and the benchmarks' whole output is short enough to be there);
 # the files the device tool brings back (at most 8) are:
 #   log.txt  bair_metrics.jsonl  demo.txt  demo_monotonic.json  demo_cyclical.json  demo_grid.png
-#   long_eval.json  long_run.tgz (or demo_runs.tgz, the demo's run folders, with DEMO_EPOCHS other than 25)
+#   long_eval.json  long_run.tgz (or, with DEMO_EPOCHS other than 25, demo_monotonic.tgz and demo_cyclical.tgz: the
+#   demo's run folders; SKIP the long run then: at most 8 files come back, 16 MiB each)
 # A failing step is logged with its exit status and the next one runs. Every step is cut off
 # at DEADLINE_S seconds after the start (default 540, inside one device call's 600), so that
 # what finished still comes back; a step that would start with less time left than it needs
@@ -123,9 +124,13 @@ for run in monotonic cyclical; do
 done
 cp "$WORK/demo/report/monotonic/test_0_grid.png" "$OUT/demo_grid.png" 2>/dev/null
 cp "$WORK/demo.txt" "$OUT/demo.txt" 2>/dev/null  # the whole output: stage times, both runs' tables
-# the demo's two runs (for planning and pictures on the CPU) when the demo was longer than the presets'
-if ((DEMO_EPOCHS != 25)) && [ -f "$WORK/demo/runs/monotonic/best.pt" ]; then
-    tar -C "$WORK/demo" -czf "$OUT/demo_runs.tgz" --exclude='*/tb' --exclude='*/last.pt' runs 2>/dev/null
+# the demo's two runs (for planning and pictures on the CPU) when the demo was longer than the
+# presets', one file each (a file brought back holds at most 16 MiB; a run is about 10 MB)
+if ((DEMO_EPOCHS != 25)); then
+    for run in monotonic cyclical; do
+        [ -f "$WORK/demo/runs/$run/best.pt" ] && tar -C "$WORK/demo/runs" -czf "$OUT/demo_$run.tgz" \
+            "$run/best.pt" "$run/config.yaml" "$run/metrics.jsonl" "$run/eval_test.json" 2>/dev/null
+    done
 fi
 
 # The longer run: the demo's preset and data, as many whole epochs as LONG_S seconds hold at the

@@ -102,9 +102,10 @@ class CDNAHead(nn.Module):
     def split(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """raw (N, decoder_channels, H, W) -> (generated image (N, 3, H, W) in [0, 1],
         softmax masks (N, M, H, W)), in fp32."""
-        raw = raw.float()
-        masks = torch.softmax(raw[:, 3:3 + self.n_masks] + self.mask_bias[None, :, None, None], 1)
-        return torch.sigmoid(raw[:, :3]), masks
+        # one split, not two slices: its backward is one cat, a slice's a zero fill and a copy
+        image, logits, _ = raw.float().split([3, self.n_masks, raw.shape[1] - 3 - self.n_masks], 1)
+        masks = torch.softmax(logits + self.mask_bias[None, :, None, None], 1)
+        return torch.sigmoid(image), masks
 
     def move(self, image: torch.Tensor, g: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         """The moved candidates of ``image`` (N, C, H, W; colours or coordinates): the K kernels'
