@@ -209,26 +209,32 @@ def test_a_stopped_plan_resumes_from_its_finished_episodes(run, tmp_path, capsys
     assert main(["plan", str(run), *SMALL, "--seed", "5", "--out", str(ref)]) == 0
     assert not mpc.episode_log_path(ref).exists()  # removed once the JSON is written
     capsys.readouterr()
-    real, calls, stop_at = mpc.run_episode, [], [3]
+    real, calls, stop_at = mpc.run_episode, [], []
 
-    def stop_at_third(*args, **kwargs):
+    def counted(*args, **kwargs):
         calls.append(args[1])
         if len(calls) in stop_at:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mpc, "run_episode", stop_at_third)
-    assert main(["plan", str(run), *SMALL, "--seed", "5", "--out", str(out)]) == 130
+    def plan(*extra, stop=None):
+        calls.clear()
+        stop_at[:] = [] if stop is None else [stop]
+        return main(["plan", str(run), *SMALL, "--seed", "5", "--out", str(out), *extra])
+
+    monkeypatch.setattr(mpc, "run_episode", counted)
     log = mpc.episode_log_path(out)
+    assert plan(stop=3) == 130
     assert str(log) in capsys.readouterr().err and not out.exists()
     assert len(log.read_text().splitlines()) == 1 + 2  # the settings, then the two finished episodes
     with log.open("a") as f:
-        f.write('{"arm": "random", "episo')  # a line cut short by a kill is ignored
-    calls.clear()
-    stop_at.clear()
-    assert main(["plan", str(run), *SMALL, "--seed", "5", "--out", str(out)]) == 0
+        f.write('{"arm": "random", "episo')  # a line cut short by a kill: dropped, not appended to
+    assert plan(stop=2) == 130  # the second call runs one more episode, then is stopped too
     assert "2 of 6 episodes already done" in capsys.readouterr().err
-    assert len(calls) == 4  # only the episodes that had not finished ran
+    assert len(log.read_text().splitlines()) == 1 + 3 and all(json.loads(x) for x in log.read_text().splitlines())
+    assert plan() == 0
+    assert "3 of 6 episodes already done" in capsys.readouterr().err
+    assert len(calls) == 3  # only the episodes that had not finished ran
     a, b = json.loads(ref.read_text()), json.loads(out.read_text())
     drop = {"seconds_per_step", "planning_seconds"}
     for arm in ("model", "random", "simulator"):
@@ -236,16 +242,25 @@ def test_a_stopped_plan_resumes_from_its_finished_episodes(run, tmp_path, capsys
             [{k: v for k, v in e.items() if k not in drop} for e in b[arm]["episodes"]]
         assert a[arm]["success_rate"] == b[arm]["success_rate"]
     assert not log.exists()
-    # a log left by a call with other settings is not used
-    calls.clear()
-    stop_at.append(3)
-    assert main(["plan", str(run), *SMALL, "--seed", "5", "--out", str(out)]) == 130
-    capsys.readouterr()
-    monkeypatch.setattr(mpc, "run_episode", real)
-    assert main(["plan", str(run), *SMALL, "--seed", "6", "--arms", "random", "--out", str(out)]) == 0
-    err = capsys.readouterr().err
-    assert "other settings; starting over" in err and "already done" not in err
-    assert json.loads(out.read_text())["seed"] == 6
+    # a log of a call with other settings is not used: another seed, GIFs, another checkpoint's bytes
+    real_sha = mpc.file_sha256
+    for extra, patch in ((("--seed", "6"), None), (("--gif", str(tmp_path / "gif")), None), ((), "sha")):
+        assert plan(stop=3) == 130
+        capsys.readouterr()
+        if patch:
+            monkeypatch.setattr(mpc, "file_sha256", lambda path: "0" * 64)
+        assert plan(*extra, "--arms", "random") == 0
+        err = capsys.readouterr().err
+        assert "not an episode log of a call with these settings; starting over" in err, extra
+        assert "already done" not in err and len(calls) == 2
+        monkeypatch.setattr(mpc, "file_sha256", real_sha)
+    # a file that is not a log is started over; a folder in its place is a one-line error
+    log.write_bytes(b"\x80\x81 not text\n{}\n")
+    assert plan("--arms", "random") == 0 and "starting over" in capsys.readouterr().err
+    log.mkdir()
+    assert plan("--arms", "random") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vidpred: error: ") and "episode log" in err and len(err.splitlines()) == 1
 
 
 def test_errors(run, synth_root, tmp_path, capsys):

@@ -139,9 +139,9 @@ class CDNAHead(nn.Module):
         m = masks.unsqueeze(2).unbind(1)  # one (N, 1, H, W) per mask
         frame = composite(m, warped.unbind(1), (previous, first, last_observed, generated))
         # where the frame came from moved or previous pixels, carry their coordinates
-        w = m[: K + 1]  # the moved candidates and previous
-        total = sum(w[1:], w[0]).clamp_min(1e-6)
-        coords_t = weighted_sum(w, moved.unbind(1) + (coords.float(),)) / total
+        w = masks[:, : K + 1]  # the moved candidates and previous
+        total = w.sum(1, keepdim=True).clamp_min(1e-6)
+        coords_t = (weighted_sum(w[:, :K].unsqueeze(2).unbind(1), moved.unbind(1)) + w[:, K, None] * coords.float()) / total
         return frame, masks, coords_t
 
     def forward(self, g, raw, previous, first, last_observed):

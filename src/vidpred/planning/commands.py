@@ -67,7 +67,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                           model_samples=args.model_samples, device=args.device, gif_dir=args.gif,
                           progress=False if args.no_progress else None, log=log)
     except KeyboardInterrupt:
-        if log.is_file():
+        if log.is_file() and len(log.read_bytes().splitlines()) > 1:
             print(f"finished episodes are kept in {log}: the same command resumes from them", file=sys.stderr)
         raise
     path = write_json(result, out)

@@ -16,6 +16,7 @@ beside them the tasks, the planner settings and the success radius.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vidpred.errors import ConfigError
+from vidpred.errors import ConfigError, DataError
 from vidpred.planning.cem import CEM, CEMConfig, random_actions
 from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, check_model, frame_to_tensor
 from vidpred.planning.defaults import ARMS, EPISODES, MODEL_SAMPLES, STEPS
@@ -147,29 +148,47 @@ def episode_log_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".episodes.jsonl")
 
 
+LOG_FORMAT = "vidpred-plan-episodes-1"
+
+
 class EpisodeLog:
     """The finished episodes of a ``vidpred plan`` call, one JSON line each, so that a call
-    that was stopped resumes where it stopped: a later call with the same checkpoint (same
-    file, same size and time), seed, steps and planner settings re-runs none of them. The
-    first line names those settings; a log written with others is started over. Every line
-    is flushed to disk as its episode ends; a last line cut short by a kill is ignored."""
+    that was stopped resumes where it stopped: a later call with the same settings (the
+    checkpoint's path and SHA-256, seed, steps, planner, cost, task rules, success radius,
+    device, whether GIFs are written) re-runs none of them. The first line names those
+    settings; a log written with others, or a file that is not such a log, is started over.
+    Every line is flushed to disk as its episode ends; a last line cut short by a kill is
+    dropped (the file is rewritten without it) when the log is opened."""
 
     def __init__(self, path: str | Path | None, settings: dict) -> None:
         self.path, self.done = (Path(path) if path is not None else None), {}
         if self.path is None:
             return
-        header = {"settings": settings}
-        lines = complete_lines(self.path) if self.path.is_file() else []
-        if lines and json.loads(lines[0]) == header:
-            for line in lines[1:]:
-                row = json.loads(line)
-                self.done[(row["arm"], row["episode"], row["task"])] = row["record"]
-            return
-        if lines:
-            print(f"{self.path}: written by a call with other settings; starting over", file=sys.stderr)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = (json.dumps(header) + "\n").encode()
-        write_atomic(self.path, lambda f: f.write(text))
+        header = {"log": LOG_FORMAT, "settings": settings}
+        try:
+            lines = complete_lines(self.path) if self.path.exists() else []
+        except OSError as err:
+            raise DataError(f"{self.path}: cannot read the episode log ({err.strerror or err})") from None
+        except UnicodeDecodeError:
+            lines = ["not text"]
+        try:
+            if lines and json.loads(lines[0]) == header:
+                for line in lines[1:]:
+                    row = json.loads(line)
+                    self.done[(row["arm"], row["episode"], row["task"])] = dict(row["record"])
+            elif lines:
+                print(f"{self.path}: not an episode log of a call with these settings; starting over", file=sys.stderr)
+                lines = []
+        except (ValueError, KeyError, TypeError):
+            print(f"{self.path}: not a readable episode log; starting over", file=sys.stderr)
+            lines, self.done = [], {}
+        keep = lines if lines else [json.dumps(header)]
+        text = "".join(line + "\n" for line in keep).encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, lambda f: f.write(text))  # without a line cut short by a kill
+        except OSError as err:
+            raise DataError(f"{self.path}: cannot write the episode log ({err.strerror or err})") from None
 
     def get(self, arm: str, episode: int, task: Task) -> dict | None:
         return self.done.get((arm, episode, task.index))
@@ -181,6 +200,14 @@ class EpisodeLog:
             f.write(json.dumps({"arm": arm, "episode": episode, "task": task.index, "record": record}) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMConfig | None = None,
@@ -213,9 +240,14 @@ def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMC
         "tasks": [t.as_dict() for t in tasks],
         "torch_threads": torch.get_num_threads(),
     }
-    stat = Path(ckpt).stat()
-    settings = {k: result[k] for k in ("format", "checkpoint", "seed", "steps", "planner", "cost", "task_rules")}
-    episode_log = EpisodeLog(log, {**settings, "checkpoint_bytes": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns})
+    episode_log = None
+    if log is not None:
+        keys = ("format", "checkpoint", "seed", "steps", "planner", "cost", "task_rules", "success_radius_px")
+        settings = {k: result[k] for k in keys} | {
+            "checkpoint_sha256": file_sha256(ckpt), "device": str(next(model.parameters()).device),
+            "gif": gif_dir is not None}
+        episode_log = EpisodeLog(log, settings)
+    episode_log = episode_log or EpisodeLog(None, {})
     wanted = {(arm, i, t.index) for arm in arms for i, t in enumerate(tasks)}
     resumed = len(wanted & episode_log.done.keys())
     if resumed:
