@@ -25,8 +25,12 @@ browser:
 	      || echo "warning: could not install chromium; the report browser test will skip"; \
 	  else echo "warning: chromium not installed; the report browser test will skip"; fi; }
 
+# One torch thread unless OMP_NUM_THREADS says otherwise: the suite's models are small, so it
+# runs as fast on one thread (146-168 s against about 150 s with two on the 2-core machine),
+# and with anything else busy beside it two threads wait on each other (a test file measured
+# 6x slower).
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
 
 # Mutation testing (docs/testing.md), not part of `make test`: mutmut breaks the modules
 # in MUTATE one token at a time and runs the fast test selection of [tool.mutmut] in
