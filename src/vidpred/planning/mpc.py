@@ -167,19 +167,15 @@ class EpisodeLog:
         header = {"log": LOG_FORMAT, "settings": settings}
         try:
             lines = complete_lines(self.path) if self.path.exists() else []
-        except OSError as err:
-            raise DataError(f"{self.path}: cannot read the episode log ({err.strerror or err})") from None
-        except UnicodeDecodeError:
-            lines = ["not text"]
-        try:
             if lines and json.loads(lines[0]) == header:
-                for line in lines[1:]:
-                    row = json.loads(line)
-                    self.done[(row["arm"], row["episode"], row["task"])] = dict(row["record"])
+                rows = [json.loads(line) for line in lines[1:]]
+                self.done = {(r["arm"], r["episode"], r["task"]): dict(r["record"]) for r in rows}
             elif lines:
                 print(f"{self.path}: not an episode log of a call with these settings; starting over", file=sys.stderr)
                 lines = []
-        except (ValueError, KeyError, TypeError):
+        except OSError as err:
+            raise DataError(f"{self.path}: cannot read the episode log ({err.strerror or err})") from None
+        except (ValueError, KeyError, TypeError):  # not text, not JSON, not our rows
             print(f"{self.path}: not a readable episode log; starting over", file=sys.stderr)
             lines, self.done = [], {}
         keep = lines if lines else [json.dumps(header)]
@@ -240,14 +236,13 @@ def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMC
         "tasks": [t.as_dict() for t in tasks],
         "torch_threads": torch.get_num_threads(),
     }
-    episode_log = None
-    if log is not None:
+    settings = {}
+    if log is not None:  # what the numbers depend on (episodes and arms are per line)
         keys = ("format", "checkpoint", "seed", "steps", "planner", "cost", "task_rules", "success_radius_px")
         settings = {k: result[k] for k in keys} | {
             "checkpoint_sha256": file_sha256(ckpt), "device": str(next(model.parameters()).device),
             "gif": gif_dir is not None}
-        episode_log = EpisodeLog(log, settings)
-    episode_log = episode_log or EpisodeLog(None, {})
+    episode_log = EpisodeLog(log, settings)
     wanted = {(arm, i, t.index) for arm in arms for i, t in enumerate(tasks)}
     resumed = len(wanted & episode_log.done.keys())
     if resumed:
