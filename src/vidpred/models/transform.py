@@ -138,7 +138,9 @@ class CDNAHead(nn.Module):
         warped = warped.view(N, 3, K, H, W).transpose(1, 2)  # (N, K, 3, H, W)
         m = masks.unsqueeze(2).unbind(1)  # one (N, 1, H, W) per mask
         frame = composite(m, warped.unbind(1), (previous, first, last_observed, generated))
-        # where the frame came from moved or previous pixels, carry their coordinates
+        # where the frame came from moved or previous pixels, carry their coordinates. From slices
+        # of masks, not from m: reusing m's views reorders the masks' gradient sum (1 ULP apart
+        # from the code the demo's recorded numbers were trained with)
         w = masks[:, : K + 1]  # the moved candidates and previous
         total = w.sum(1, keepdim=True).clamp_min(1e-6)
         coords_t = (weighted_sum(w[:, :K].unsqueeze(2).unbind(1), moved.unbind(1)) + w[:, K, None] * coords.float()) / total
