@@ -1,11 +1,12 @@
-"""Evaluation throughput: prior samples per second, one rollout per sample vs one batched pass.
+"""Evaluation throughput: prior samples per second, one rollout per sample vs one batched pass,
+and the whole of ``evaluate()`` (sampling, the posterior run and every metric).
 
 Times ``vidpred.evaluation.evaluate.predict_samples`` (the batched pass over
 sequences x samples) against the loop it replaced (one rollout of the batch per
-sample), on an untrained model of the demo's preset (``synth-cpu``, or
-``--config``), 16 sequences x 10 samples, 2 -> 10 frames, random frames, on the CPU
-(or ``--device cuda``), median of ``--repeats`` timings each; checks that the two give the
-same frames.
+sample), then ``evaluate()`` on the same sequences, on an untrained model of the demo's
+preset (``synth-cpu``, or ``--config``), 16 sequences x 10 samples, 2 -> 10 frames,
+random frames, on the CPU (or ``--device cuda``), median of ``--repeats`` timings each;
+checks that the two passes give the same frames.
 
     .venv/bin/python benchmarks/bench_evaluate.py [--device cuda]
 """
@@ -20,7 +21,7 @@ import time
 import torch
 
 from vidpred.config import load_config
-from vidpred.evaluation.evaluate import predict_samples, sample_noise
+from vidpred.evaluation.evaluate import evaluate, predict_samples, sample_noise
 from vidpred.models.svg import SVG, rollout
 
 
@@ -35,6 +36,22 @@ def loop(model, frames, conds, n_past, indices, samples, seed):
         r = rollout(model, frames[:, :n_past], conds, n_past, use_posterior=False, noise=noise)
         out.append(r.pred[:, n_past - 1 :].float().clamp(0, 1))
     return torch.stack(out, 1)
+
+
+class Sequences:
+    """The random sequences as the dataset ``evaluate()`` reads."""
+
+    def __init__(self, frames, conds) -> None:
+        self.frames, self.conds = frames, conds
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i):
+        return self.frames[i], self.conds[i]
+
+    def sequence_name(self, i) -> str:
+        return f"random_{i}"
 
 
 def main() -> None:
@@ -58,11 +75,15 @@ def main() -> None:
     where = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"{where}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"config {args.config}; {B} sequences x {S} samples; max |batched - loop| = {diff:.2e}")
-    for name, fn in (("loop over samples", loop), ("batched (B*S)", predict_samples)):
+    data = Sequences(frames, conds)
+    runs = (("loop over samples", lambda: loop(model, frames, conds, n_past, idx, S, 0)),
+            ("batched (B*S)", lambda: predict_samples(model, frames, conds, n_past, idx, S, 0)),
+            ("evaluate() whole", lambda: evaluate(model, data, n_past, samples=S, batch_size=B, progress=False)))
+    for name, fn in runs:
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            fn(model, frames, conds, n_past, idx, S, 0)
+            fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)

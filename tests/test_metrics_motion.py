@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from vidpred.evaluation import evaluate as ev
+from vidpred.evaluation import metrics
 from vidpred.evaluation.metrics import MOTION_THRESHOLD, masked_psnr, masked_ssim, motion_mask, psnr, ssim
 
 SQ = (slice(10, 14), slice(20, 24))  # the 4x4 square that moves: rows 10..13, columns 20..23
@@ -124,6 +125,54 @@ def test_broadcast_over_samples():
     assert p.shape == s.shape == (2, 4, 3)
     torch.testing.assert_close(p[1, 2], masked_psnr(pred[1, 2], target[1], mask[1]))
     torch.testing.assert_close(s[1, 2], masked_ssim(pred[1, 2], target[1], mask[1]))
+
+
+def _torchmetrics_map(pred, target):
+    from torchmetrics.functional.image import structural_similarity_index_measure
+    score, full = structural_similarity_index_measure(pred, target, gaussian_kernel=True, sigma=1.5, kernel_size=11,
+                                                      data_range=1.0, reduction="none", return_full_image=True)
+    return score, full
+
+
+@pytest.mark.parametrize("size", [(64, 64), (40, 56), (6, 9)])
+def test_ssim_is_torchmetrics_ssim(size):
+    # the reference implementation: same window, padding and constants, one 2-D convolution
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(5, 3, *size, generator=g)
+    pred = (target + 0.15 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    smooth = torch.linspace(0, 1, size[1]).expand(5, 3, *size).contiguous()  # a ramp: large windows agree
+    for p, t in ((pred, target), (smooth, smooth.flip(-1)), (target, target)):
+        # against torchmetrics in float64: float32 rounding is all that differs (where the
+        # variances nearly cancel, as on the ramps, torchmetrics' own float32 map is 1.5e-4 off)
+        want_score, want_map = _torchmetrics_map(p.double(), t.double())
+        torch.testing.assert_close(metrics.ssim_map(p, t).double(), want_map, atol=1e-4, rtol=0)
+        torch.testing.assert_close(ssim(p, t).double(), want_score, atol=1e-5, rtol=0)
+
+
+def test_ssim_broadcasts_the_target_and_slices_large_inputs(monkeypatch):
+    g = torch.Generator().manual_seed(4)
+    target = torch.rand(3, 1, 2, 3, 64, 64, generator=g)  # (B, 1, F, C, H, W)
+    pred = torch.rand(3, 4, 2, 3, 64, 64, generator=g)  # (B, S, F, C, H, W)
+    mask = torch.rand(3, 1, 2, 64, 64, generator=g) > 0.6
+    full = metrics.ssim_map(pred, target.expand_as(pred))
+    torch.testing.assert_close(metrics.ssim_map(pred, target), full, atol=1e-6, rtol=0)
+    flat = lambda x: x.expand_as(pred).reshape(-1, 3, 64, 64).double()  # noqa: E731
+    _, want = _torchmetrics_map(flat(pred), flat(target))
+    torch.testing.assert_close(full.double(), want.reshape(full.shape), atol=1e-5, rtol=0)
+    whole, moving = metrics.ssim_scores(pred, target, mask)
+    assert whole.shape == moving.shape == (3, 4, 2)
+    torch.testing.assert_close(whole, ssim(pred, target), atol=1e-6, rtol=0)
+    torch.testing.assert_close(moving, masked_ssim(pred, target, mask), atol=0, rtol=0)
+    # inputs past the chunk size go through in slices of dim 0 (one sequence here), same numbers
+    monkeypatch.setattr(metrics, "_SSIM_CHUNK", 4 * 2 * 3 * 64 * 64)
+    torch.testing.assert_close(metrics.ssim_map(pred, target), full, atol=1e-6, rtol=0)
+    monkeypatch.setattr(metrics, "_SSIM_CHUNK", 1000)  # less than one sequence: one at a time still
+    torch.testing.assert_close(metrics.ssim_map(pred, target), full, atol=1e-6, rtol=0)
+
+
+def test_ssim_of_frames_smaller_than_the_window_is_a_clear_error():
+    with pytest.raises(ValueError, match="at least 6 x 6 pixels"):
+        ssim(torch.rand(1, 3, 5, 64), torch.rand(1, 3, 5, 64))
 
 
 # --- evaluate(): averaging, NaN exclusion and best / worst on a scene with known answers -----------------

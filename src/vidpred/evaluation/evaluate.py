@@ -63,7 +63,7 @@ import torch
 from tqdm import tqdm
 
 from vidpred.errors import ConfigError
-from vidpred.evaluation.metrics import MOTION_THRESHOLD, masked_psnr, masked_ssim, motion_mask, psnr, ssim
+from vidpred.evaluation.metrics import MOTION_THRESHOLD, masked_psnr, motion_mask, psnr, ssim_scores
 
 FORMAT = "vidpred-eval-1"  # the moving-region keys were added without a new format: readers must allow them missing
 STATS = ("first", "mean", "best", "worst")
@@ -191,12 +191,12 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
         conds = torch.stack([c for _, c in items]).to(device)  # (B, T, 7)
         truth = frames[:, n_past:].float()
         pred = predict_samples(model, frames, conds, n_past, idx, samples, seed, sample_fn)  # (B, S, F, 3, H, W)
-        target = truth.unsqueeze(1).expand_as(pred)
+        target = truth.unsqueeze(1)  # (B, 1, F, 3, H, W): broadcast against the samples
         base = copy_last(frames.float(), n_past)  # (B, F, 3, H, W)
         mask = motion_mask(truth, base, motion_threshold)  # (B, F, H, W): the truth's moving pixels
-        scores = {"psnr": psnr(pred, target), "ssim": ssim(pred, target),  # (B, S, F) each
-                  "psnr_moving": masked_psnr(pred, target, mask.unsqueeze(1)),  # NaN where nothing moves
-                  "ssim_moving": masked_ssim(pred, target, mask.unsqueeze(1))}
+        scores = {"psnr": psnr(pred, target),  # (B, S, F) each
+                  "psnr_moving": masked_psnr(pred, target, mask.unsqueeze(1))}  # NaN where nothing moves
+        scores["ssim"], scores["ssim_moving"] = ssim_scores(pred, target, mask.unsqueeze(1))
         scores = {m: v.cpu() for m, v in scores.items()}
         # best / worst by PSNR over the future frames: whole-frame PSNR for the whole-frame metrics,
         # moving-region PSNR (over the frames that move) for the moving-region ones. The mask is the
@@ -206,15 +206,15 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
             for k, x in _pick(v, order[RANK_BY[m]]).items():
                 per_seq[f"{m}_{k}"].append(x)
         per_seq["psnr_copy"].append(psnr(base, truth).cpu())
-        per_seq["ssim_copy"].append(ssim(base, truth).cpu())
         per_seq["psnr_moving_copy"].append(masked_psnr(base, truth, mask).cpu())
-        per_seq["ssim_moving_copy"].append(masked_ssim(base, truth, mask).cpu())
+        for k, v in zip(("ssim_copy", "ssim_moving_copy"), ssim_scores(base, truth, mask)):
+            per_seq[k].append(v.cpu())
         per_seq["moving"].append(mask.float().mean(dim=(-2, -1)).cpu())  # (B, F) fraction of moving pixels
         post, kl = posterior_run(model, frames, conds, n_past, idx, seed)  # (B, F, 3, H, W), (B, F, levels)
         per_seq["psnr_posterior"].append(psnr(post, truth).cpu())
-        per_seq["ssim_posterior"].append(ssim(post, truth).cpu())
         per_seq["psnr_moving_posterior"].append(masked_psnr(post, truth, mask).cpu())
-        per_seq["ssim_moving_posterior"].append(masked_ssim(post, truth, mask).cpu())
+        for k, v in zip(("ssim_posterior", "ssim_moving_posterior"), ssim_scores(post, truth, mask)):
+            per_seq[k].append(v.cpu())
         per_seq["kl"].append(kl.cpu())
         per_seq["diversity"].append(moving_diversity(pred, mask).cpu())
         names += [dataset.sequence_name(i) for i in idx]
