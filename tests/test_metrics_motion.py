@@ -128,7 +128,8 @@ def test_broadcast_over_samples():
 
 
 def _torchmetrics_map(pred, target):
-    from torchmetrics.functional.image import structural_similarity_index_measure
+    structural_similarity_index_measure = pytest.importorskip(
+        "torchmetrics.functional.image").structural_similarity_index_measure  # the dev extra's reference
     score, full = structural_similarity_index_measure(pred, target, gaussian_kernel=True, sigma=1.5, kernel_size=11,
                                                       data_range=1.0, reduction="none", return_full_image=True)
     return score, full
@@ -168,6 +169,18 @@ def test_ssim_broadcasts_the_target_and_slices_large_inputs(monkeypatch):
     torch.testing.assert_close(metrics.ssim_map(pred, target), full, atol=1e-6, rtol=0)
     monkeypatch.setattr(metrics, "_SSIM_CHUNK", 1000)  # less than one sequence: one at a time still
     torch.testing.assert_close(metrics.ssim_map(pred, target), full, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("pred_shape, target_shape", [
+    ((2, 3, 16, 20), (4, 2, 3, 16, 20)), ((4, 2, 3, 16, 20), (2, 3, 16, 20)), ((3, 16, 20), (4, 2, 3, 16, 20)),
+    ((5, 2, 3, 16, 20), (4, 1, 2, 3, 16, 20)), ((6, 3, 16, 20), (1, 3, 16, 20))])
+def test_ssim_slices_inputs_of_different_ranks_along_the_shared_dim_0(monkeypatch, pred_shape, target_shape):
+    g = torch.Generator().manual_seed(5)
+    pred, target = torch.rand(pred_shape, generator=g), torch.rand(target_shape, generator=g)
+    whole = metrics.ssim_map(pred, target)
+    assert whole.shape == torch.broadcast_shapes(pred_shape, target_shape)
+    monkeypatch.setattr(metrics, "_SSIM_CHUNK", 1000)  # every one of these goes through in slices
+    torch.testing.assert_close(metrics.ssim_map(pred, target), whole, atol=1e-6, rtol=0)
 
 
 def test_ssim_of_frames_smaller_than_the_window_is_a_clear_error():

@@ -65,7 +65,8 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     target's own shape."""
     pred, target = pred.float(), target.float()
     shape = torch.broadcast_shapes(pred.shape, target.shape)
-    if len(shape) > 4 and math.prod(shape) > _SSIM_CHUNK and shape[0] > 1:  # slices of dim 0 bound the memory
+    if len(shape) > 3 and math.prod(shape) > _SSIM_CHUNK and shape[0] > 1:  # slices of dim 0 bound the memory
+        pred, target = (x[(None,) * (len(shape) - x.dim())] for x in (pred, target))  # the same rank: dim 0 is shared
         step = max(1, _SSIM_CHUNK // math.prod(shape[1:]))
         part = lambda x, i: x[i : i + step] if x.shape[0] > 1 else x  # noqa: E731
         return torch.cat([ssim_map(part(pred, i), part(target, i)) for i in range(0, shape[0], step)])
