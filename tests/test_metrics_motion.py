@@ -183,6 +183,28 @@ def test_ssim_slices_inputs_of_different_ranks_along_the_shared_dim_0(monkeypatc
     torch.testing.assert_close(metrics.ssim_map(pred, target), whole, atol=1e-6, rtol=0)
 
 
+def test_ssim_slices_exactly_the_inputs_larger_than_the_chunk(monkeypatch):
+    # one pair of filter matrices per slice: count them
+    calls = []
+    real = metrics._gaussian_filter_matrix
+    monkeypatch.setattr(metrics, "_gaussian_filter_matrix", lambda n, device: calls.append(n) or real(n, device))
+    frame = 3 * 16 * 20
+
+    def slices(pred_shape, target_shape, chunk):
+        monkeypatch.setattr(metrics, "_SSIM_CHUNK", chunk)
+        calls.clear()
+        out = metrics.ssim_map(torch.rand(pred_shape), torch.rand(target_shape))
+        assert out.shape == torch.broadcast_shapes(pred_shape, target_shape)
+        return len(calls) // 2
+
+    assert slices((4, 2, 3, 16, 20), (4, 1, 3, 16, 20), 2 * frame) == 4  # one sequence per slice
+    assert slices((4, 2, 3, 16, 20), (4, 1, 3, 16, 20), 4 * frame) == 2
+    assert slices((4, 2, 3, 16, 20), (4, 1, 3, 16, 20), 8 * frame) == 1  # exactly the chunk: whole
+    assert slices((2, 2, 3, 16, 20), (2, 2, 3, 16, 20), 2 * frame) == 2  # dim 0 of 2 is sliced too
+    assert slices((2, 3, 16, 20), (1, 3, 16, 20), frame) == 2  # frames (N, C, H, W) as well
+    assert slices((3, 16, 20), (3, 16, 20), 100) == 1  # one frame has nothing to slice
+
+
 def test_ssim_of_frames_smaller_than_the_window_is_a_clear_error():
     with pytest.raises(ValueError, match="at least 6 x 6 pixels"):
         ssim(torch.rand(1, 3, 5, 64), torch.rand(1, 3, 5, 64))
