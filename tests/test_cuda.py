@@ -62,3 +62,17 @@ def test_compiled_rollout_on_cuda_matches_eager():
         out = compiled(model, frames, conds, 2, use_posterior=False, noise=noise).pred
     assert compiled.active
     torch.testing.assert_close(out, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_ssim_on_cuda_matches_the_cpu():
+    """vidpred's SSIM builds its filter matrices on the frames' device."""
+    from vidpred.evaluation.metrics import ssim_scores
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(2, 3, 2, 3, 64, 48, generator=g), torch.rand(2, 1, 2, 3, 64, 48, generator=g)
+    mask = torch.rand(2, 1, 2, 64, 48, generator=g) > 0.5
+    cpu = ssim_scores(pred, target, mask)
+    gpu = ssim_scores(pred.cuda(), target.cuda(), mask.cuda())
+    assert all(x.is_cuda for x in gpu)
+    for a, b in zip(gpu, cpu):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-5, rtol=0)
