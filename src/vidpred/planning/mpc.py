@@ -34,7 +34,7 @@ from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, check_mode
 from vidpred.planning.defaults import ARMS, EPISODES, MODEL_SAMPLES, STEPS
 from vidpred.planning.env import (GOAL_CONE_DEG, GOAL_DISTANCE_PX, MAX_GAP_PX, MIN_CONTRAST, SUCCESS_RADIUS_PX,
                                   TASK_SPLIT, PushEnv, Task, find_tasks)
-from vidpred.training.checkpoint import write_atomic
+from vidpred.training.checkpoint import rewrite_lines, write_atomic
 from vidpred.training.trainer import complete_lines
 
 FORMAT = "vidpred-plan-1"
@@ -178,11 +178,9 @@ class EpisodeLog:
         except (ValueError, KeyError, TypeError):  # not text, not JSON, not our rows
             print(f"{self.path}: not a readable episode log; starting over", file=sys.stderr)
             lines, self.done = [], {}
-        keep = lines if lines else [json.dumps(header)]
-        text = "".join(line + "\n" for line in keep).encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, lambda f: f.write(text))  # without a line cut short by a kill
+            rewrite_lines(self.path, lines or [json.dumps(header)])  # without a line cut short by a kill
         except OSError as err:
             raise DataError(f"{self.path}: cannot write the episode log ({err.strerror or err})") from None
 

@@ -40,6 +40,13 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     return path
 
 
+def rewrite_lines(path: str | Path, lines: list[str]) -> Path:
+    """Replace ``path`` with these text lines (each ended with a newline) through
+    :func:`write_atomic`: a kill leaves the old file whole."""
+    text = "".join(line + "\n" for line in lines).encode()
+    return write_atomic(path, lambda f: f.write(text))
+
+
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` through :func:`write_atomic`."""
     write_atomic(path, lambda f: torch.save(obj, f))

@@ -157,8 +157,7 @@ class JsonlLog:
         self.path, self.enabled = path, enabled
         if enabled and keep_until_step is not None and path.exists():
             kept = [ln for ln in complete_lines(path) if json.loads(ln)["step"] <= keep_until_step]
-            text = "".join(ln + "\n" for ln in kept).encode()
-            ckpt_io.write_atomic(path, lambda f: f.write(text))  # a kill here leaves the old file whole
+            ckpt_io.rewrite_lines(path, kept)  # a kill here leaves the old file whole
 
     def write(self, record: dict) -> None:
         if self.enabled:
