@@ -24,3 +24,19 @@ def test_a_failed_configuration_is_reported_by_its_exception_line():
     assert failure_line("Killed\n") == "Killed"
     assert failure_line("") == "no output"
     assert failure_line("SystemExit: 2\nlater text\n") == "SystemExit: 2"
+
+
+def test_demo_training_rate_is_the_harmonic_mean_of_the_step_lines(tmp_path):
+    """Equal sequences per log line: the run's rate is total sequences over total time."""
+    import json
+
+    import pytest
+
+    rate = _load("bench_demo_training").harmonic_seq_per_s
+    lines = [{"kind": "step", "seq_per_s": 10.0}, {"kind": "epoch", "val_psnr": 28.0},
+             {"kind": "step", "seq_per_s": 30.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert rate(tmp_path) == pytest.approx(15.0)  # 2 lines of n sequences in n/10 + n/30 s
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(lines[1]) + "\n")
+    with pytest.raises(SystemExit, match="no step lines"):
+        rate(tmp_path)
