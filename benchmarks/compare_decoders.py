@@ -26,7 +26,7 @@ from pathlib import Path
 
 from compare_runs import VIDPRED, emit_table, sh, train_and_evaluate
 
-PIXEL = ["model.decoder=pixel", "model.skip_frame=last", "model.coords=false"]
+PIXEL = ["model.decoder=pixel", "model.skip_frame=last", "model.coords=false", "model.arm_shift=false"]
 SETTING = ["model.condition=lab"]  # as measured: the lab's conditioning (see the docstring)
 
 

@@ -29,20 +29,21 @@ from vidpred.training.checkpoint import load_model
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
-    ap.add_argument("data_root", help="the synthetic dataset the run was trained on (hidden causes on, seed in synth.json)")
+    ap.add_argument("data_root", help="the synthetic dataset to score on (its seed and hidden causes from synth.json)")
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--min-push", type=float, default=3.0, help="px (default: %(default)s)")
     args = ap.parse_args()
     info = synth.read_info(args.data_root)
-    if info is None or not info["params"].get("hidden_causes"):
-        raise SystemExit(f"{args.data_root}: not a synthetic dataset with hidden causes (synth.json)")
+    if info is None:
+        raise SystemExit(f"{args.data_root}: not a synthetic dataset (no readable synth.json)")
+    hidden = bool(info["params"].get("hidden_causes"))
     seed = int(info["params"]["seed"])
     model, _cfg, _ = load_model(args.run)
     ds = open_split(args.data_root, "test", window=12, random_start=False, use_cache=True)
     rows = []
     for i in range(len(ds)):
         frames, conds = ds[i]
-        episode = synth.Episode(seed, "test", i, hidden=True)
+        episode = synth.Episode(seed, "test", i, hidden=hidden)
         best = None
         for obj in episode.world.objects:
             colour = np.array(obj["colour"][:3], dtype=float) / 255.0

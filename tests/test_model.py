@@ -10,7 +10,7 @@ from vidpred.models import transform
 from vidpred.models.codecs import (CondScaleShift, Conv2d, ConvTranspose2d, StepBatchNorm2d, build_codec,
                                    per_step_statistics)
 from vidpred.models.recurrent import gaussian_kl, reparameterize
-from vidpred.models.svg import SVG, _rollout_stepwise, rollout
+from vidpred.models.svg import ACTION_DIM, SVG, _rollout_stepwise, rollout
 from vidpred.models.transform import BACKGROUNDS, CDNAHead, apply_kernels, identity_coords
 
 TINY = dict(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8)
@@ -159,9 +159,13 @@ CDNA = dict(decoder="cdna", kernel_size=3)
      dict(condition="causal", cond_conv="both", levels=2), dict(condition="causal", action_lag=0),
      dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True),
      dict(codec="vgg64", pose_map=True, levels=2),
-     dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, seq_z=3)],
+     dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, seq_z=3),
+     dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True,
+          arm_shift=True),
+     dict(CDNA, pose_map=True, arm_shift=True)],
     ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords",
-         "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map", "sequence-latent"],
+         "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map", "sequence-latent",
+         "arm-shift-coords", "arm-shift-colours"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -470,6 +474,65 @@ def test_flow_candidate_starts_as_the_identity_and_moves_by_its_flow(coords):
     torch.testing.assert_close(run(_flow_raw(head, N, H, W, (3.0, -2.0), pick="previous")), image)
 
 
+@pytest.mark.parametrize("coords", [False, True], ids=["colours", "coords"])
+def test_arm_candidate_moves_the_previous_frame_by_the_arm_s_shift(coords):
+    """model.arm_shift: one more moved candidate, after the kernels', the previous frame moved
+    as a whole by the shift it is given (the arm's move in grid units): +3 px right, -2 px
+    (up) moves the content right and up; the other candidates do not see the shift."""
+    torch.manual_seed(0)
+    head = CDNAHead(g_dim=8, kernels=2, kernel_size=5, arm=True)
+    assert head.n_moved == 3 and head.n_masks == 3 + len(BACKGROUNDS)
+    assert head.decoder_channels == 3 + head.n_masks  # no flow channels
+    N, H, W = 2, 16, 16
+    image, g = torch.rand(N, 3, H, W), torch.randn(N, 8)
+    shift = torch.tensor([[3.0 * 2 / W, -2.0 * 2 / H]]).expand(N, 2)  # px -> grid units
+
+    def run(pick, shift=shift):
+        raw = torch.full((N, head.decoder_channels, H, W), 0.0)
+        raw[:, 3:3 + head.n_masks] = -50.0
+        raw[:, 3 + pick] = 50.0
+        if coords:
+            return head.forward_coords(g, raw, image, image, image, image, identity_coords(N, H, W, "cpu"), shift)[0]
+        return head(g, raw, image, image, image, shift)[0]
+
+    out = run(head.n_kernels)
+    torch.testing.assert_close(out[..., :-2, 3:], image[..., 2:, :-3])
+    torch.testing.assert_close(out[..., -1, 3:], image[..., -1, :-3])  # the bottom row: border replicated
+    # no shift, no move; the previous-frame background is untouched by the shift
+    torch.testing.assert_close(run(head.n_kernels, torch.zeros(N, 2)), image)
+    torch.testing.assert_close(run(head.n_moved + BACKGROUNDS.index("previous")), image)
+    with pytest.raises(ValueError, match="shift"):
+        run(head.n_kernels, None)
+
+
+def test_arm_shift_is_the_pose_maps_displacement_and_needs_them():
+    """The model's shift is the move between the step's two end-effector positions through the
+    pose maps' position-to-grid map: 0.25 of the table to the right is 0.5 grid units."""
+    model = SVG(tiny(**CDNA, pose_map=True, arm_shift=True)).eval()
+    seen = []
+    move = model.transform.move
+
+    def spy(image, g, raw, shift=None):
+        seen.append(shift)
+        return move(image, g, raw, shift)
+
+    model.transform.move = spy
+    frames, conds = batch()
+    conds = conds.clone()
+    conds[..., ACTION_DIM:ACTION_DIM + 2] = 0.5
+    conds[:, 3:, ACTION_DIM] = 0.75  # the arm jumps a quarter of the table right at frame 3
+    with torch.no_grad():
+        rollout(model, frames, conds, 2)  # steps 1..5 predict frames 1..5
+    assert len(seen) == 1  # teacher forced: one batched decode, (B * 5) shifts
+    shifts = seen[0].view(2, 5, 2)
+    want = torch.zeros(2, 5, 2)
+    want[:, 2, 0] = 0.5  # frame 2 -> 3
+    torch.testing.assert_close(shifts, want)
+    for kw in (dict(pose_map=True), dict(CDNA)):
+        with pytest.raises(ConfigError, match="arm_shift"):
+            tiny(**kw, arm_shift=True)
+
+
 def test_a_shift_beyond_the_kernels_reach_is_learnable_with_the_flow():
     """Content moves 4 px right: farther than a 5x5 kernel reaches (2 px). With model.flow the
     head fits it: the masks (one learnable weight per candidate) pick the flow candidate, and
@@ -540,9 +603,9 @@ def test_cdna_free_run_moves_its_own_predictions(use_posterior):
     seen = []
     original = model.transform.forward
 
-    def spy(g, raw, previous, first, last_observed):
+    def spy(g, raw, previous, first, last_observed, shift=None):
         seen.append((previous.clone(), first.clone(), last_observed.clone()))
-        return original(g, raw, previous, first, last_observed)
+        return original(g, raw, previous, first, last_observed, shift)
 
     model.transform.forward = spy
     out = rollout(model, frames, conds, 2, use_posterior=use_posterior, teacher_forcing=False,
@@ -584,8 +647,8 @@ def test_coordinates_mode_samples_the_last_observed_frame_and_chains_its_coordin
     seen = []
     original = model.transform.forward_coords
 
-    def spy(g, raw, previous, first, last_observed, ref, coords):
-        out = original(g, raw, previous, first, last_observed, ref, coords)
+    def spy(g, raw, previous, first, last_observed, ref, coords, shift=None):
+        out = original(g, raw, previous, first, last_observed, ref, coords, shift)
         seen.append((ref.clone(), coords.clone(), out[2].clone()))
         return out
 

@@ -36,6 +36,7 @@ from vidpred.training.schedules import kl_beta, learning_rate, teacher_forcing_r
 
 TINY = ["model.width=2", "model.g_dim=4", "model.z_dim=2", "model.rnn_size=4", "model.cond_embed=2",
         "model.predictor_layers=1", "model.decoder=pixel", "model.coords=false", "model.pose_map=false",
+        "model.arm_shift=false",
         "model.condition=lab", "train.device=cpu", "train.amp=none", "data.num_workers=0"]  # the cheapest model
 STATS = (np.arange(7, dtype=np.float32) / 10, np.full(7, 2.0, dtype=np.float32))  # condition mean, std
 

@@ -266,11 +266,12 @@ def test_checkpoints_from_before_the_transformation_decoder_still_load_and_resum
     from vidpred.evaluation.evaluate import evaluate_run
 
     out = tmp_path / "run"
-    cfg = tiny_cfg(synth_root, "train.epochs=1", "model.decoder=pixel", "model.skip_frame=last", "model.coords=false")
+    cfg = tiny_cfg(synth_root, "train.epochs=1", "model.decoder=pixel", "model.skip_frame=last", "model.coords=false",
+                   "model.arm_shift=false")
     trainer.train(cfg, out, progress=False)
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(out / name, weights_only=False)
-        for key in ("decoder", "kernels", "kernel_size", "skip_frame", "coords"):
+        for key in ("decoder", "kernels", "kernel_size", "skip_frame", "coords", "arm_shift"):
             del ckpt["config"]["model"][key]
         ckpt.pop("schedule_steps")
         ckpt.pop("steps_per_epoch")

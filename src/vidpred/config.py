@@ -103,6 +103,12 @@ class ModelConfig:
     by a per-pixel flow field the decoder predicts (up to ``transform.FLOW_MAX_PX`` px per frame;
     SAVP's appearance flow), so an object can move farther than a kernel reaches and in its own
     direction. Zero flow at initialisation."""
+    arm_shift: bool = False
+    """``decoder=cdna`` with ``pose_map``: one more moved candidate, the previous frame (or its
+    coordinates) shifted as a whole by the arm's displacement in the image over the step, from
+    the two end-effector positions the pose maps draw (through their learned position-to-pixel
+    map). The arm, and an object it pushes, moves by what the commands say without a kernel
+    having to learn each direction; the masks choose where it applies."""
     pose_map: bool = False
     """Draw the end-effector positions of frames t-1 and t that the condition holds (dead
     reckoned under ``condition=causal``) as heat maps added to the decoder's features at every
@@ -146,6 +152,9 @@ class ModelConfig:
             raise ConfigError("model.coords needs the transformation decoder (model.decoder=cdna)")
         if self.flow and self.decoder != "cdna":
             raise ConfigError("model.flow needs the transformation decoder (model.decoder=cdna)")
+        if self.arm_shift and (self.decoder != "cdna" or not self.pose_map):
+            raise ConfigError("model.arm_shift needs the transformation decoder and pose maps "
+                              "(model.decoder=cdna, model.pose_map=true)")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"model.kernel_size must be an odd number >= 1, got {self.kernel_size}")
         if self.seq_z < 0:

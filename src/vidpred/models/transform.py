@@ -15,7 +15,10 @@ softmax masks that composite
 
 The static table is then copied from an observed frame (sharp, for free), the
 arm and pushed objects are moved by the kernels, and the generator only has to
-paint what was hidden (the table behind a moving object).
+paint what was hidden (the table behind a moving object). Optional moved
+candidates: a per-pixel flow (``model.flow``) and the previous frame shifted as a
+whole by the arm's commanded move in the image (``model.arm_shift``, given by the
+pose maps' positions), so the arm's motion does not have to be learned per direction.
 
 At initialisation every kernel is (almost) the identity and the previous-frame
 mask dominates, so the untrained model predicts "nothing moves": a sensible
@@ -66,10 +69,11 @@ def apply_kernels(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 class CDNAHead(nn.Module):
     """Kernels from g_t, masks and a generated image from the decoder, and the composite."""
 
-    def __init__(self, g_dim: int, kernels: int, kernel_size: int, flow: bool = False) -> None:
+    def __init__(self, g_dim: int, kernels: int, kernel_size: int, flow: bool = False, arm: bool = False) -> None:
         super().__init__()
-        self.n_kernels, self.kernel_size, self.flow = kernels, kernel_size, flow
-        self.n_moved = kernels + int(flow)  # moved candidates: the K kernels' (and the flow's)
+        self.n_kernels, self.kernel_size, self.flow, self.arm = kernels, kernel_size, flow, arm
+        # moved candidates: the K kernels' (then the flow's, then the arm shift's)
+        self.n_moved = kernels + int(flow) + int(arm)
         self.n_masks = self.n_moved + len(BACKGROUNDS)
         self.kernel_logits = nn.Linear(g_dim, kernels * kernel_size**2)
         # Identity start: small weights, a bias that puts IDENTITY_WEIGHT on the centre tap.
@@ -107,14 +111,25 @@ class CDNAHead(nn.Module):
         masks = torch.softmax(logits + self.mask_bias[None, :, None, None], 1)
         return torch.sigmoid(image), masks
 
-    def move(self, image: torch.Tensor, g: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        """The moved candidates of ``image`` (N, C, H, W; colours or coordinates): the K kernels'
-        and, with ``flow``, the image read at pixel + flow -> (N, n_moved, C, H, W), fp32."""
+    def move(self, image: torch.Tensor, g: torch.Tensor, raw: torch.Tensor,
+             shift: torch.Tensor | None = None) -> torch.Tensor:
+        """The moved candidates of ``image`` (N, C, H, W; colours or coordinates): the K kernels';
+        with ``flow``, the image read at pixel + flow; with ``arm``, the image moved as a whole by
+        ``shift`` (N, 2) (x, y in grid units: read at pixel - shift) -> (N, n_moved, C, H, W), fp32."""
         moved = apply_kernels(image.float(), self.kernels(g.float()))  # (N, K, C, H, W)
+        extra = []
         if self.flow:
-            flowed = F.grid_sample(image.float(), self.flow_grid(raw), mode="bilinear",
-                                   padding_mode="border", align_corners=False)
-            moved = torch.cat([moved, flowed[:, None]], 1)
+            extra.append(F.grid_sample(image.float(), self.flow_grid(raw), mode="bilinear",
+                                       padding_mode="border", align_corners=False))
+        if self.arm:
+            if shift is None:
+                raise ValueError("CDNAHead(arm=True) needs the arm's shift")
+            N, _, H, W = image.shape
+            grid = identity_coords(N, H, W, image.device) - shift.float()[:, :, None, None]
+            extra.append(F.grid_sample(image.float(), grid.permute(0, 2, 3, 1), mode="bilinear",
+                                       padding_mode="border", align_corners=False))
+        if extra:
+            moved = torch.cat([moved] + [e[:, None] for e in extra], 1)
         return moved
 
     def kernels(self, g: torch.Tensor) -> torch.Tensor:
@@ -123,7 +138,7 @@ class CDNAHead(nn.Module):
         logits = self.kernel_logits(g).float().view(N, self.n_kernels, k * k)
         return torch.softmax(logits, -1).view(N, self.n_kernels, k, k)
 
-    def forward_coords(self, g, raw, previous, first, last_observed, ref, coords):
+    def forward_coords(self, g, raw, previous, first, last_observed, ref, coords, shift=None):
         """Coordinate mode: the kernels move a source-coordinate map instead of colours, and the
         moved maps sample ``ref`` (a sharp observed frame) once. coords (N, 2, H, W): where each
         pixel of ``previous`` comes from in ``ref`` (grid_sample units). Returns (frame, masks, coords_t)."""
@@ -131,7 +146,7 @@ class CDNAHead(nn.Module):
         N, _, H, W = previous.shape
         K = self.n_moved
         with torch.autocast(device_type=previous.device.type, enabled=False):
-            moved = self.move(coords, g, raw)  # (N, K, 2, H, W)
+            moved = self.move(coords, g, raw, shift)  # (N, K, 2, H, W)
             # the K grids of a row stacked vertically: ref is sampled in one call without K copies
             grid = moved.permute(0, 1, 3, 4, 2).reshape(N, K * H, W, 2)
             warped = F.grid_sample(ref.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -146,18 +161,19 @@ class CDNAHead(nn.Module):
         coords_t = (weighted_sum(w[:, :K].unsqueeze(2).unbind(1), moved.unbind(1)) + w[:, K, None] * coords.float()) / total
         return frame, masks, coords_t
 
-    def forward(self, g, raw, previous, first, last_observed):
+    def forward(self, g, raw, previous, first, last_observed, shift=None):
         """Composite one frame per row.
 
         g (N, g_dim); raw (N, decoder_channels, H, W) the decoder's output (no activation);
-        previous, first, last_observed (N, 3, H, W) frames in [0, 1].
+        previous, first, last_observed (N, 3, H, W) frames in [0, 1]; shift (N, 2) the arm's
+        move in grid units (``arm`` only).
         Returns (frame (N, 3, H, W) in [0, 1], masks (N, M, H, W)).
         """
         generated, masks = self.split(raw)
         # fp32 even under bf16 autocast: the grouped conv measured 10x slower in bf16 on CPU,
         # and pixel values mixed in bf16 lose about 1/255.
         with torch.autocast(device_type=previous.device.type, enabled=False):
-            moved = self.move(previous, g, raw)  # (N, K, 3, H, W)
+            moved = self.move(previous, g, raw, shift)  # (N, K, 3, H, W)
         frame = composite(masks.unsqueeze(2).unbind(1), moved.unbind(1), (previous, first, last_observed, generated))
         return frame, masks
 
