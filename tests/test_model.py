@@ -487,15 +487,20 @@ def test_arm_candidate_moves_the_previous_frame_by_the_arm_s_shift(coords):
     image, g = torch.rand(N, 3, H, W), torch.randn(N, 8)
     shift = torch.tensor([[3.0 * 2 / W, -2.0 * 2 / H]]).expand(N, 2)  # px -> grid units
 
-    def run(pick, shift=shift):
+    def run(pick, shift=shift, coords_out=False):
         raw = torch.full((N, head.decoder_channels, H, W), 0.0)
         raw[:, 3:3 + head.n_masks] = -50.0
         raw[:, 3 + pick] = 50.0
         if coords:
-            return head.forward_coords(g, raw, image, image, image, image, identity_coords(N, H, W, "cpu"), shift)[0]
+            out = head.forward_coords(g, raw, image, image, image, image, identity_coords(N, H, W, "cpu"), shift)
+            return out[2] if coords_out else out[0]
         return head(g, raw, image, image, image, shift)[0]
 
     out = run(head.n_kernels)
+    if coords:  # the next step starts from the moved coordinates: the shift is carried on
+        ident = identity_coords(N, H, W, "cpu")
+        torch.testing.assert_close(run(head.n_kernels, coords_out=True)[..., :-2, 3:],
+                                   (ident - shift[:, :, None, None])[..., :-2, 3:])
     torch.testing.assert_close(out[..., :-2, 3:], image[..., 2:, :-3])
     torch.testing.assert_close(out[..., -1, 3:], image[..., -1, :-3])  # the bottom row: border replicated
     # no shift, no move; the previous-frame background is untouched by the shift

@@ -154,7 +154,7 @@ class ModelConfig:
             raise ConfigError("model.flow needs the transformation decoder (model.decoder=cdna)")
         if self.arm_shift and (self.decoder != "cdna" or not self.pose_map):
             raise ConfigError("model.arm_shift needs the transformation decoder and pose maps "
-                              "(model.decoder=cdna, model.pose_map=true)")
+                              "(model.decoder=cdna, model.pose_map=true), or set model.arm_shift=false")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"model.kernel_size must be an odd number >= 1, got {self.kernel_size}")
         if self.seq_z < 0:
