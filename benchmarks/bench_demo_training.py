@@ -36,6 +36,8 @@ def main() -> int:
 
     from vidpred import runtime
     from vidpred.config import load_config
+    from vidpred.data.layout import list_sequences
+    from vidpred.errors import VidpredError
     from vidpred.demo import RUNS, _train_parallel
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,7 +56,10 @@ def main() -> int:
     plan = tuple(zip(("monotonic", "cyclical"), args.presets))
     runs = [args.out / "runs" / name for name, _ in plan]
     threads = max(1, torch.get_num_threads() // args.jobs)
-    n_train = len(list((args.data / "train").iterdir())) if (args.data / "train").is_dir() else 0
+    try:
+        n_train = len(list_sequences(args.data, "train"))  # sizes the progress bars, which are off here
+    except VidpredError as err:
+        raise SystemExit(f"bench_demo_training: {err}") from None
     overrides = [f"data.root={args.data}", "train.device=cpu", *args.overrides]
     t0 = time.perf_counter()
     done = _train_parallel(plan, runs, overrides, args.jobs, threads, False, n_train)
