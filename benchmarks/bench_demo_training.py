@@ -16,7 +16,6 @@ OUT must not hold runs (a run found there would be resumed, not timed).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,8 +23,9 @@ from pathlib import Path
 
 def harmonic_seq_per_s(run: Path) -> float:
     """Total sequences over total time of a run's step lines (each covers ``log_every`` steps)."""
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rates = [rec["seq_per_s"] for rec in lines if rec.get("kind") == "step"]
+    from vidpred.training.trainer import read_metrics
+
+    rates = [rec["seq_per_s"] for rec in read_metrics(run) if rec.get("kind") == "step"]
     if not rates:
         raise SystemExit(f"{run / 'metrics.jsonl'}: no step lines")
     return len(rates) / sum(1.0 / r for r in rates)
