@@ -162,10 +162,11 @@ CDNA = dict(decoder="cdna", kernel_size=3)
      dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, seq_z=3),
      dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True,
           arm_shift=True),
-     dict(CDNA, pose_map=True, arm_shift=True)],
+     dict(CDNA, pose_map=True, arm_shift=True),
+     dict(CDNA, coords=True, pose_map=True, arm_shift=True, arm_gate=True)],
     ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords",
          "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map", "sequence-latent",
-         "arm-shift-coords", "arm-shift-colours"],
+         "arm-shift-coords", "arm-shift-colours", "arm-gate-coords"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -510,16 +511,19 @@ def test_arm_candidate_moves_the_previous_frame_by_the_arm_s_shift(coords):
         run(head.n_kernels, None)
 
 
-def test_arm_shift_is_the_pose_maps_displacement_and_needs_them():
+@pytest.mark.parametrize("gate", [False, True], ids=["shift", "gated"])
+def test_arm_shift_is_the_pose_maps_displacement_and_needs_them(gate):
     """The model's shift is the move between the step's two end-effector positions through the
-    pose maps' position-to-grid map: 0.25 of the table to the right is 0.5 grid units."""
-    model = SVG(tiny(**CDNA, pose_map=True, arm_shift=True)).eval()
-    seen = []
+    pose maps' position-to-grid map: 0.25 of the table to the right is 0.5 grid units. The gate's
+    origin is the first of the two positions (the table's centre is the grid's 0)."""
+    model = SVG(tiny(**CDNA, pose_map=True, arm_shift=True, arm_gate=gate)).eval()
+    seen, origins = [], []
     move = model.transform.move
 
-    def spy(image, g, raw, shift=None):
+    def spy(image, g, raw, shift=None, origin=None):
         seen.append(shift)
-        return move(image, g, raw, shift)
+        origins.append(origin)
+        return move(image, g, raw, shift, origin)
 
     model.transform.move = spy
     frames, conds = batch()
@@ -533,9 +537,57 @@ def test_arm_shift_is_the_pose_maps_displacement_and_needs_them():
     want = torch.zeros(2, 5, 2)
     want[:, 2, 0] = 0.5  # frame 2 -> 3
     torch.testing.assert_close(shifts, want)
+    start = torch.zeros(2, 5, 2)
+    start[:, 3:, 0] = 0.5  # from frame 3 on the arm starts each step a quarter of the table right
+    torch.testing.assert_close(origins[0].view(2, 5, 2), start)
     for kw in (dict(pose_map=True), dict(CDNA)):
         with pytest.raises(ConfigError, match="arm_shift"):
             tiny(**kw, arm_shift=True)
+    with pytest.raises(ConfigError, match="arm_gate.*arm_shift=true"):
+        tiny(**CDNA, pose_map=True, arm_gate=True)
+
+
+@pytest.mark.parametrize("coords", [False, True], ids=["colours", "coords"])
+def test_the_arm_gate_moves_what_is_ahead_of_the_gripper_and_keeps_what_is_behind(coords):
+    """model.arm_gate: one more candidate after the ungated arm shift. The gripper at column 8
+    moves 2 px right. Columns ahead of it and beside it (to 3 px behind its centre, the gate's
+    starting margin) take the shifted image, columns further behind keep the previous frame: an
+    arm that pulls away drags nothing. The other way round the gate flips; at rest the candidate
+    is the previous frame; without the arm's position the gated head refuses."""
+    torch.manual_seed(0)
+    head = CDNAHead(g_dim=8, kernels=2, kernel_size=5, arm=True, arm_gate=True)
+    assert head.n_moved == 4 and head.n_masks == 4 + len(BACKGROUNDS)
+    N, H, W = 1, 16, 16
+    image, g = torch.rand(N, 3, H, W), torch.randn(N, 8)
+    px = 2.0 / W  # one pixel in grid units
+    centre = identity_coords(1, H, W, "cpu")[0, :, 8, 8][None]  # the gripper at row 8, column 8
+
+    def run(dx, origin=centre, pick=head.n_kernels + 1):  # the gated arm candidate (after the ungated one)
+        raw = torch.full((N, head.decoder_channels, H, W), -50.0)
+        raw[:, 3 + pick] = 50.0
+        shift = torch.tensor([[dx * px, 0.0]])
+        if coords:
+            ident = identity_coords(N, H, W, "cpu")
+            return head.forward_coords(g, raw, image, image, image, image, ident, shift, origin)[0]
+        return head(g, raw, image, image, image, shift, origin)[0]
+
+    out = run(2.0)
+    # the gate's edge is soft (0.5 px): within 0.3% of either side from 3 px off the margin
+    close = dict(atol=3e-3, rtol=0)
+    torch.testing.assert_close(out[..., 9:], image[..., 7:-2], **close)  # ahead of the centre: shifted
+    torch.testing.assert_close(out[..., :2], image[..., :2], **close)  # 7+ px behind: kept
+    assert (out[..., 9:] - image[..., 9:]).abs().max() > 0.5  # and the two differ there
+    back = run(-2.0)  # pulling left: the columns right of the gripper stay, the left ones move
+    torch.testing.assert_close(back[..., 14:], image[..., 14:], **close)
+    torch.testing.assert_close(back[..., 1:8], image[..., 3:10], **close)
+    torch.testing.assert_close(run(0.0), image)
+    # the ungated candidate still moves everything, behind the gripper too
+    torch.testing.assert_close(run(2.0, pick=head.n_kernels)[..., 2:], image[..., :-2], **close)
+    with pytest.raises(ValueError, match="position"):
+        run(2.0, None)
+    gate = head.arm_gate(torch.tensor([[6 * px, 0.0]]), centre, H, W)[0, 0, 8].detach()
+    assert gate[5].item() == pytest.approx(0.5, abs=0.01)  # the margin, 3 px behind the centre
+    assert head.arm_margin.requires_grad
 
 
 def test_a_shift_beyond_the_kernels_reach_is_learnable_with_the_flow():

@@ -274,6 +274,17 @@ def test_errors(run, synth_root, tmp_path, capsys):
     assert "--arms" in _error(capsys, ["plan", str(run), *SMALL, "--arms", "model", "oracle", "--out", str(out)])
     lab = train_tiny(synth_root, tmp_path / "lab", ["model.condition=lab"])
     assert "model.condition=lab" in _error(capsys, ["plan", str(lab), *SMALL, "--out", str(out)])
-    blind = train_tiny(synth_root, tmp_path / "blind", ["model.cond_embed=0"])
+    blind = train_tiny(synth_root, tmp_path / "blind",
+                       ["model.cond_embed=0", "model.pose_map=false", "model.arm_shift=false"])
     assert "model.cond_embed=0" in _error(capsys, ["plan", str(blind), *SMALL, "--out", str(out)])
     assert not out.exists()
+
+
+def test_a_model_that_reads_actions_only_through_its_pose_maps_can_plan(synth_root, tmp_path):
+    """model.cond_embed=0 with pose maps under causal conditioning: the dead-reckoned positions
+    the maps draw come from the actions, so the model is action-conditioned and may plan."""
+    run = train_tiny(synth_root, tmp_path / "posed", ["model.cond_embed=0"])
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(run), *SMALL, "--arms", "model", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["arms"] == ["model"] and res["episodes"] == 2 and res["model"]["seconds_per_step"] > 0

@@ -109,6 +109,11 @@ class ModelConfig:
     the two end-effector positions the pose maps draw (through their learned position-to-pixel
     map). The arm, and an object it pushes, moves by what the commands say without a kernel
     having to learn each direction; the masks choose where it applies."""
+    arm_gate: bool = False
+    """With ``arm_shift``: one more moved candidate, the arm's shift applied only beside or ahead
+    of the gripper along its move; from a learned margin (initially the gripper's radius) behind
+    its centre it keeps the previous frame. The masks can then move a pushed object with the arm
+    without dragging one that the arm pulls away from."""
     pose_map: bool = False
     """Draw the end-effector positions of frames t-1 and t that the condition holds (dead
     reckoned under ``condition=causal``) as heat maps added to the decoder's features at every
@@ -155,6 +160,8 @@ class ModelConfig:
         if self.arm_shift and (self.decoder != "cdna" or not self.pose_map):
             raise ConfigError("model.arm_shift needs the transformation decoder and pose maps "
                               "(model.decoder=cdna, model.pose_map=true), or set model.arm_shift=false")
+        if self.arm_gate and not self.arm_shift:
+            raise ConfigError("model.arm_gate gates the arm shift: it needs model.arm_shift=true")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"model.kernel_size must be an odd number >= 1, got {self.kernel_size}")
         if self.seq_z < 0:

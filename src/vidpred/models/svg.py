@@ -104,7 +104,7 @@ class SVG(nn.Module):
 
             raise ConfigError(f"model.levels must be <= {MAX_LEVELS}, got {cfg.levels}")
         E, Z, L, G = cfg.cond_embed, cfg.z_dim, cfg.levels, cfg.g_dim
-        self.transform = (CDNAHead(G, cfg.kernels, cfg.kernel_size, cfg.flow, cfg.arm_shift)
+        self.transform = (CDNAHead(G, cfg.kernels, cfg.kernel_size, cfg.flow, cfg.arm_shift, cfg.arm_gate)
                           if cfg.decoder == "cdna" else None)
         self.encoder, self.decoder = build_codec(
             cfg.codec,
@@ -251,13 +251,13 @@ class SVG(nn.Module):
         Z = self.cfg.z_dim
         zf = z.flatten(0, 1)
         inject = [proj(zf[:, (l + 1) * Z : (l + 2) * Z])[:, :, None, None] for l, proj in enumerate(self.inject)]
-        out_shift = shift = None
+        out_shift = shift = origin = None
         if self.pose is not None:
             maps, out_shift = self.pose(pose.flatten(0, 1))
             if self.cfg.arm_shift:  # the arm's move over the step in grid units, frame t-1 -> t
                 with torch.autocast(device_type=pose.device.type, enabled=False):  # bf16: 1/4 px steps
                     uv = self.pose.project(pose.flatten(0, 1).float())  # (N, 2 positions, (x, y))
-                shift = uv[:, 1] - uv[:, 0]
+                shift, origin = uv[:, 1] - uv[:, 0], uv[:, 0]
             inject = [m + inject[i] if i < len(inject) else m for i, m in enumerate(maps)]
         c = step_cond.flatten(0, 1) if (step_cond is not None and self.cfg.cond_conv != "none") else None
         with per_step_statistics(self.decoder, S):
@@ -271,10 +271,10 @@ class SVG(nn.Module):
             if self.cfg.coords:
                 x, _, coords_t = self.transform.forward_coords(
                     g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1),
-                    ref.flatten(0, 1), coords.flatten(0, 1), shift)
+                    ref.flatten(0, 1), coords.flatten(0, 1), shift, origin)
                 coords_t = coords_t.view(B, S, *coords_t.shape[1:])
             else:
-                x, _ = self.transform(g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1), shift)
+                x, _ = self.transform(g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1), shift, origin)
         return x.view(B, S, *x.shape[1:]), coords_t
 
     def _align(self, skips: list[torch.Tensor], g: torch.Tensor) -> list[torch.Tensor]:

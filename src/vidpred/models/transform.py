@@ -19,6 +19,10 @@ paint what was hidden (the table behind a moving object). Optional moved
 candidates: a per-pixel flow (``model.flow``) and the previous frame shifted as a
 whole by the arm's commanded move in the image (``model.arm_shift``, given by the
 pose maps' positions), so the arm's motion does not have to be learned per direction.
+With ``model.arm_gate`` one more candidate applies that shift only beside or ahead of the
+gripper along its move (where it pushes) and keeps the previous frame behind it, so the
+masks can move an object with the arm that pushes it without dragging one that the arm
+pulls away from (the arm itself, whose fingers reach behind its centre, takes the ungated one).
 
 At initialisation every kernel is (almost) the identity and the previous-frame
 mask dominates, so the untrained model predicts "nothing moves": a sensible
@@ -46,6 +50,10 @@ BACKGROUNDS = ("previous", "first", "last_observed", "generated")
 IDENTITY_WEIGHT = 0.9  # share of the centre tap in each kernel at initialisation
 PREVIOUS_MASK_BIAS = 4.0  # initial logit advantage of the previous-frame mask
 FLOW_MAX_PX = 6.0  # model.flow: the largest displacement per frame (px), FLOW_MAX_PX * tanh(raw)
+# model.arm_gate: pixels more than ARM_GATE_PX (learned from there) behind the gripper's centre,
+# along its move, keep the previous frame in the arm candidate; the gate's edge is ARM_GATE_EDGE_PX wide
+ARM_GATE_PX = 3.0  # the synthetic gripper's radius (synth.EFF_RADIUS)
+ARM_GATE_EDGE_PX = 0.5
 
 
 def apply_kernels(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -69,11 +77,16 @@ def apply_kernels(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 class CDNAHead(nn.Module):
     """Kernels from g_t, masks and a generated image from the decoder, and the composite."""
 
-    def __init__(self, g_dim: int, kernels: int, kernel_size: int, flow: bool = False, arm: bool = False) -> None:
+    def __init__(self, g_dim: int, kernels: int, kernel_size: int, flow: bool = False, arm: bool = False,
+                 arm_gate: bool = False) -> None:
         super().__init__()
+        if arm_gate and not arm:
+            raise ValueError("CDNAHead(arm_gate=True) needs arm=True")
         self.n_kernels, self.kernel_size, self.flow, self.arm = kernels, kernel_size, flow, arm
-        # moved candidates: the K kernels' (then the flow's, then the arm shift's)
-        self.n_moved = kernels + int(flow) + int(arm)
+        # the gate's margin behind the gripper's centre (px), learned
+        self.arm_margin = nn.Parameter(torch.tensor(ARM_GATE_PX)) if arm_gate else None
+        # moved candidates: the K kernels' (then the flow's, then the arm shift's, then the gated one's)
+        self.n_moved = kernels + int(flow) + int(arm) + int(arm_gate)
         self.n_masks = self.n_moved + len(BACKGROUNDS)
         self.kernel_logits = nn.Linear(g_dim, kernels * kernel_size**2)
         # Identity start: small weights, a bias that puts IDENTITY_WEIGHT on the centre tap.
@@ -111,11 +124,24 @@ class CDNAHead(nn.Module):
         masks = torch.softmax(logits + self.mask_bias[None, :, None, None], 1)
         return torch.sigmoid(image), masks
 
+    def arm_gate(self, shift: torch.Tensor, origin: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """Where the arm candidate takes the shifted image: shift, origin (N, 2) the arm's move and
+        its position before it (x, y, grid units) -> (N, 1, H, W) in (0, 1): 1 beside and ahead of
+        the gripper along the move, falling to 0 from ``arm_margin`` px behind its centre."""
+        px = torch.tensor([W / 2.0, H / 2.0], device=shift.device)  # grid units -> px
+        move = shift.float() * px
+        direction = move / torch.sqrt((move**2).sum(1, keepdim=True) + 0.25**2)  # ~unit; ~0 at rest
+        rel = (identity_coords(shift.shape[0], H, W, shift.device) - origin.float()[:, :, None, None]) * px[:, None, None]
+        ahead = (rel * direction[:, :, None, None]).sum(1, keepdim=True)  # px along the move
+        return torch.sigmoid((ahead + self.arm_margin) / ARM_GATE_EDGE_PX)
+
     def move(self, image: torch.Tensor, g: torch.Tensor, raw: torch.Tensor,
-             shift: torch.Tensor | None = None) -> torch.Tensor:
+             shift: torch.Tensor | None = None, origin: torch.Tensor | None = None) -> torch.Tensor:
         """The moved candidates of ``image`` (N, C, H, W; colours or coordinates): the K kernels';
         with ``flow``, the image read at pixel + flow; with ``arm``, the image moved as a whole by
-        ``shift`` (N, 2) (x, y in grid units: read at pixel - shift) -> (N, n_moved, C, H, W), fp32."""
+        ``shift`` (N, 2) (x, y in grid units: read at pixel - shift); with ``arm_gate`` also that
+        shift only where :meth:`arm_gate` says, from the arm's position ``origin`` (N, 2) before
+        the move -> (N, n_moved, C, H, W), fp32."""
         moved = apply_kernels(image.float(), self.kernels(g.float()))  # (N, K, C, H, W)
         extra = []
         if self.flow:
@@ -126,8 +152,14 @@ class CDNAHead(nn.Module):
                 raise ValueError("CDNAHead(arm=True) needs the arm's shift")
             N, _, H, W = image.shape
             grid = identity_coords(N, H, W, image.device) - shift.float()[:, :, None, None]
-            extra.append(F.grid_sample(image.float(), grid.permute(0, 2, 3, 1), mode="bilinear",
-                                       padding_mode="border", align_corners=False))
+            shifted = F.grid_sample(image.float(), grid.permute(0, 2, 3, 1), mode="bilinear",
+                                    padding_mode="border", align_corners=False)
+            extra.append(shifted)
+            if self.arm_margin is not None:
+                if origin is None:
+                    raise ValueError("CDNAHead(arm_gate=True) needs the arm's position")
+                gate = self.arm_gate(shift, origin, H, W)
+                extra.append(image.float() + gate * (shifted - image.float()))
         if extra:
             moved = torch.cat([moved] + [e[:, None] for e in extra], 1)
         return moved
@@ -138,7 +170,7 @@ class CDNAHead(nn.Module):
         logits = self.kernel_logits(g).float().view(N, self.n_kernels, k * k)
         return torch.softmax(logits, -1).view(N, self.n_kernels, k, k)
 
-    def forward_coords(self, g, raw, previous, first, last_observed, ref, coords, shift=None):
+    def forward_coords(self, g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None):
         """Coordinate mode: the kernels move a source-coordinate map instead of colours, and the
         moved maps sample ``ref`` (a sharp observed frame) once. coords (N, 2, H, W): where each
         pixel of ``previous`` comes from in ``ref`` (grid_sample units). Returns (frame, masks, coords_t)."""
@@ -146,7 +178,7 @@ class CDNAHead(nn.Module):
         N, _, H, W = previous.shape
         K = self.n_moved
         with torch.autocast(device_type=previous.device.type, enabled=False):
-            moved = self.move(coords, g, raw, shift)  # (N, K, 2, H, W)
+            moved = self.move(coords, g, raw, shift, origin)  # (N, K, 2, H, W)
             # the K grids of a row stacked vertically: ref is sampled in one call without K copies
             grid = moved.permute(0, 1, 3, 4, 2).reshape(N, K * H, W, 2)
             warped = F.grid_sample(ref.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -161,19 +193,19 @@ class CDNAHead(nn.Module):
         coords_t = (weighted_sum(w[:, :K].unsqueeze(2).unbind(1), moved.unbind(1)) + w[:, K, None] * coords.float()) / total
         return frame, masks, coords_t
 
-    def forward(self, g, raw, previous, first, last_observed, shift=None):
+    def forward(self, g, raw, previous, first, last_observed, shift=None, origin=None):
         """Composite one frame per row.
 
         g (N, g_dim); raw (N, decoder_channels, H, W) the decoder's output (no activation);
         previous, first, last_observed (N, 3, H, W) frames in [0, 1]; shift (N, 2) the arm's
-        move in grid units (``arm`` only).
+        move in grid units (``arm`` only), origin (N, 2) the arm's position before it (``arm_gate``).
         Returns (frame (N, 3, H, W) in [0, 1], masks (N, M, H, W)).
         """
         generated, masks = self.split(raw)
         # fp32 even under bf16 autocast: the grouped conv measured 10x slower in bf16 on CPU,
         # and pixel values mixed in bf16 lose about 1/255.
         with torch.autocast(device_type=previous.device.type, enabled=False):
-            moved = self.move(previous, g, raw, shift)  # (N, K, 3, H, W)
+            moved = self.move(previous, g, raw, shift, origin)  # (N, K, 3, H, W)
         frame = composite(masks.unsqueeze(2).unbind(1), moved.unbind(1), (previous, first, last_observed, generated))
         return frame, masks
 

@@ -82,10 +82,11 @@ def frame_to_tensor(frame: np.ndarray) -> torch.Tensor:
 
 def check_model(m, where: str) -> None:
     """A planner can only use a model (``ModelConfig`` ``m``) conditioned on actions, without
-    future positions."""
-    if m.cond_embed == 0:
-        raise ConfigError(f"{where}: trained without actions (model.cond_embed=0); planning needs an "
-                          f"action-conditioned model")
+    future positions. A model without a condition embedding (``cond_embed=0``) still reads the
+    actions when its pose maps draw the positions they lead to (dead reckoned, causal)."""
+    if m.cond_embed == 0 and not m.pose_map:
+        raise ConfigError(f"{where}: trained without actions (model.cond_embed=0 and no pose maps); planning "
+                          f"needs an action-conditioned model")
     if m.condition != "causal":
         raise ConfigError(f"{where}: trained with model.condition={m.condition}, which reads the end-effector "
                           f"position of frames not yet seen; planning needs model.condition=causal")
