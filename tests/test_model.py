@@ -547,6 +547,33 @@ def test_arm_shift_is_the_pose_maps_displacement_and_needs_them(gate):
         tiny(**CDNA, pose_map=True, arm_gate=True)
 
 
+def test_the_arm_shift_stays_fp32_under_bf16_autocast():
+    """bf16 holds about 3 significant digits: a step of a thousandth of the table (0.064 px)
+    from 0.6 would round to a multiple of 1/128 grid units. Under autocast the shift and its
+    origin are still computed in fp32, equal to the run without autocast."""
+    model = SVG(tiny(**CDNA, pose_map=True, arm_shift=True, arm_gate=True)).eval()
+    seen = []
+    move = model.transform.move
+
+    def spy(image, g, raw, shift=None, origin=None):
+        seen.append((shift, origin))
+        return move(image, g, raw, shift, origin)
+
+    model.transform.move = spy
+    frames, conds = batch()
+    conds = conds.clone()
+    conds[..., ACTION_DIM:ACTION_DIM + 2] = 0.6 + 0.001 * torch.arange(6.0)[None, :, None]
+    with torch.no_grad():
+        rollout(model, frames, conds, 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rollout(model, frames, conds, 2)
+    (shift, origin), (shift16, origin16) = seen
+    assert shift16.dtype == origin16.dtype == torch.float32
+    torch.testing.assert_close(shift16, shift, rtol=0, atol=1e-6)
+    torch.testing.assert_close(origin16, origin, rtol=0, atol=1e-6)
+    torch.testing.assert_close(shift, torch.full_like(shift, 0.002), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("coords", [False, True], ids=["colours", "coords"])
 def test_the_arm_gate_moves_what_is_ahead_of_the_gripper_and_keeps_what_is_behind(coords):
     """model.arm_gate: one more candidate after the ungated arm shift. The gripper at column 8
