@@ -851,7 +851,7 @@ def test_complete_lines_and_read_metrics(tmp_path):
     (run / "metrics.jsonl").write_text('{"a": 1}\n{"a": 2}')
     assert trainer.read_metrics(str(run)) == [{"a": 1}, {"a": 2}]
     (run / "metrics.jsonl").write_text("\n")
-    assert trainer.complete_lines(run / "metrics.jsonl") == []
+    assert ckpt_io.complete_lines(run / "metrics.jsonl") == []
 
 
 def test_tensorboard_scalars_of_a_record():

@@ -34,8 +34,7 @@ from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, check_mode
 from vidpred.planning.defaults import ARMS, EPISODES, MODEL_SAMPLES, STEPS
 from vidpred.planning.env import (GOAL_CONE_DEG, GOAL_DISTANCE_PX, MAX_GAP_PX, MIN_CONTRAST, SUCCESS_RADIUS_PX,
                                   TASK_SPLIT, PushEnv, Task, find_tasks)
-from vidpred.training.checkpoint import rewrite_lines, write_atomic
-from vidpred.training.trainer import complete_lines
+from vidpred.training.checkpoint import complete_lines, rewrite_lines, write_atomic
 
 FORMAT = "vidpred-plan-1"
 ARM_KEYS = {"model": 1, "random": 2, "simulator": 3}

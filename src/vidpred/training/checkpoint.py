@@ -8,6 +8,7 @@ epoch), ``best_psnr``, ``history`` (validation PSNR per epoch) and ``rng``.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -45,6 +46,17 @@ def rewrite_lines(path: str | Path, lines: list[str]) -> Path:
     :func:`write_atomic`: a kill leaves the old file whole."""
     text = "".join(line + "\n" for line in lines).encode()
     return write_atomic(path, lambda f: f.write(text))
+
+
+def complete_lines(path: Path) -> list[str]:
+    """Lines of a JSON-lines file, without a last line cut short by a killed process."""
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    if lines:
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    return lines
 
 
 def save_atomic(obj: Any, path: Path) -> None:

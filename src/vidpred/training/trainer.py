@@ -36,6 +36,7 @@ from vidpred.evaluation.metrics import motion_mask, psnr
 from vidpred.models.svg import SVG, _last_observed_index, rollout
 from vidpred.runtime import CompiledOrEager
 from vidpred.training import checkpoint as ckpt_io
+from vidpred.training.checkpoint import complete_lines
 from vidpred.training.distributed import Dist, all_reduce_sum, setup, teardown
 from vidpred.training.schedules import kl_beta, learning_rate, teacher_forcing_ratio, use_teacher_forcing
 
@@ -398,17 +399,6 @@ def _tb_scalars(tb, record: dict, step: int) -> None:
             continue
         tb.add_scalar(f"{prefix}/{k}", float(v), step)
     tb.flush()
-
-
-def complete_lines(path: Path) -> list[str]:
-    """Lines of a JSON-lines file, without a last line cut short by a killed process."""
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    if lines:
-        try:
-            json.loads(lines[-1])
-        except json.JSONDecodeError:
-            lines.pop()
-    return lines
 
 
 def read_metrics(run: Path) -> list[dict]:
