@@ -1,5 +1,7 @@
 """The model: KL, reparameterisation, codecs, the rollout's two paths, the extras."""
 
+import math
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -163,10 +165,11 @@ CDNA = dict(decoder="cdna", kernel_size=3)
      dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True,
           arm_shift=True),
      dict(CDNA, pose_map=True, arm_shift=True),
-     dict(CDNA, coords=True, pose_map=True, arm_shift=True, arm_gate=True)],
+     dict(CDNA, coords=True, pose_map=True, arm_shift=True, arm_gate=True),
+     dict(CDNA, pose_map=True, arm_shift=True, arm_gate=True)],
     ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords",
          "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map", "sequence-latent",
-         "arm-shift-coords", "arm-shift-colours", "arm-gate-coords"],
+         "arm-shift-coords", "arm-shift-colours", "arm-gate-coords", "arm-gate-colours"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -612,9 +615,31 @@ def test_the_arm_gate_moves_what_is_ahead_of_the_gripper_and_keeps_what_is_behin
     torch.testing.assert_close(run(2.0, pick=head.n_kernels)[..., 2:], image[..., :-2], **close)
     with pytest.raises(ValueError, match="position"):
         run(2.0, None)
-    gate = head.arm_gate(torch.tensor([[6 * px, 0.0]]), centre, H, W)[0, 0, 8].detach()
-    assert gate[5].item() == pytest.approx(0.5, abs=0.01)  # the margin, 3 px behind the centre
-    assert head.arm_margin.requires_grad
+
+
+def test_the_arm_gate_map_in_pixels_on_a_wide_frame():
+    """The gate against a formula in pixels, on a frame wider than tall, for a diagonal move
+    (3 px right, 4 px down) from an origin off the diagonal (column 14, row 6): an x/y or a
+    width/height mix-up changes the map. The margin learns (it gets a gradient), and at rest the
+    gate is open everywhere with a bounded gradient for the move."""
+    head = CDNAHead(g_dim=8, kernels=2, kernel_size=5, arm=True, arm_gate=True)
+    H, W = 12, 20
+    origin = identity_coords(1, H, W, "cpu")[0, :, 6, 14][None]  # (x, y) of that pixel's centre
+    move_px = torch.tensor([3.0, 4.0])
+    shift = (move_px * torch.tensor([2.0 / W, 2.0 / H]))[None].requires_grad_()
+    gate = head.arm_gate(shift, origin, H, W)[0, 0]
+    rows, cols = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    unit = move_px / math.sqrt(25.0 + 0.25**2)
+    ahead = (cols - 14.5) * unit[0] + (rows - 6.5) * unit[1]  # px along the move from the gripper
+    torch.testing.assert_close(gate, torch.sigmoid((ahead + 3.0) / 0.5))
+    assert gate[2, 11] < 0.02 and gate[10, 17] > 0.99  # 5 px behind it, 5 px ahead of it
+    gate.sum().backward()
+    assert head.arm_margin.grad is not None and head.arm_margin.grad.abs() > 0
+    rest = torch.zeros(1, 2, requires_grad=True)
+    open_ = head.arm_gate(rest, origin, H, W)
+    assert open_.min() > 0.99  # sigmoid(3 / 0.5): nothing moves, nothing is held back
+    open_.sum().backward()
+    assert torch.isfinite(rest.grad).all() and rest.grad.abs().max() < 1e4
 
 
 def test_a_shift_beyond_the_kernels_reach_is_learnable_with_the_flow():
