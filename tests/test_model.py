@@ -712,9 +712,9 @@ def test_cdna_free_run_moves_its_own_predictions(use_posterior):
     seen = []
     original = model.transform.forward
 
-    def spy(g, raw, previous, first, last_observed, shift=None):
+    def spy(g, raw, previous, first, last_observed, shift=None, origin=None):
         seen.append((previous.clone(), first.clone(), last_observed.clone()))
-        return original(g, raw, previous, first, last_observed, shift)
+        return original(g, raw, previous, first, last_observed, shift, origin)
 
     model.transform.forward = spy
     out = rollout(model, frames, conds, 2, use_posterior=use_posterior, teacher_forcing=False,
@@ -756,8 +756,8 @@ def test_coordinates_mode_samples_the_last_observed_frame_and_chains_its_coordin
     seen = []
     original = model.transform.forward_coords
 
-    def spy(g, raw, previous, first, last_observed, ref, coords, shift=None):
-        out = original(g, raw, previous, first, last_observed, ref, coords, shift)
+    def spy(g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None):
+        out = original(g, raw, previous, first, last_observed, ref, coords, shift, origin)
         seen.append((ref.clone(), coords.clone(), out[2].clone()))
         return out
 
