@@ -51,7 +51,7 @@ IDENTITY_WEIGHT = 0.9  # share of the centre tap in each kernel at initialisatio
 PREVIOUS_MASK_BIAS = 4.0  # initial logit advantage of the previous-frame mask
 FLOW_MAX_PX = 6.0  # model.flow: the largest displacement per frame (px), FLOW_MAX_PX * tanh(raw)
 # model.arm_gate: pixels more than ARM_GATE_PX (learned from there) behind the gripper's centre,
-# along its move, keep the previous frame in the arm candidate; the gate's edge is ARM_GATE_EDGE_PX wide
+# along its move, keep the previous frame in the gated arm candidate; the gate's edge is ARM_GATE_EDGE_PX wide
 ARM_GATE_PX = 3.0  # the synthetic gripper's radius (synth.EFF_RADIUS)
 ARM_GATE_EDGE_PX = 0.5
 
@@ -125,7 +125,7 @@ class CDNAHead(nn.Module):
         return torch.sigmoid(image), masks
 
     def arm_gate(self, shift: torch.Tensor, origin: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        """Where the arm candidate takes the shifted image: shift, origin (N, 2) the arm's move and
+        """Where the gated arm candidate takes the shifted image: shift, origin (N, 2) the arm's move and
         its position before it (x, y, grid units) -> (N, 1, H, W) in (0, 1): 1 beside and ahead of
         the gripper along the move, falling to 0 from ``arm_margin`` px behind its centre."""
         px = torch.tensor([W / 2.0, H / 2.0], device=shift.device)  # grid units -> px
