@@ -36,7 +36,6 @@ from vidpred.evaluation.metrics import motion_mask, psnr
 from vidpred.models.svg import SVG, _last_observed_index, rollout
 from vidpred.runtime import CompiledOrEager
 from vidpred.training import checkpoint as ckpt_io
-from vidpred.training.checkpoint import complete_lines
 from vidpred.training.distributed import Dist, all_reduce_sum, setup, teardown
 from vidpred.training.schedules import kl_beta, learning_rate, teacher_forcing_ratio, use_teacher_forcing
 
@@ -157,7 +156,7 @@ class JsonlLog:
     def __init__(self, path: Path, enabled: bool, keep_until_step: int | None) -> None:
         self.path, self.enabled = path, enabled
         if enabled and keep_until_step is not None and path.exists():
-            kept = [ln for ln in complete_lines(path) if json.loads(ln)["step"] <= keep_until_step]
+            kept = [ln for ln in ckpt_io.complete_lines(path) if json.loads(ln)["step"] <= keep_until_step]
             ckpt_io.rewrite_lines(path, kept)  # a kill here leaves the old file whole
 
     def write(self, record: dict) -> None:
@@ -405,6 +404,6 @@ def read_metrics(run: Path) -> list[dict]:
     path = Path(run) / METRICS
     if not path.is_file():
         raise DataError(f"{path} not found: is {run} a vidpred run folder?")
-    return [json.loads(ln) for ln in complete_lines(path)]
+    return [json.loads(ln) for ln in ckpt_io.complete_lines(path)]
 
 
