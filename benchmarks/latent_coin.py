@@ -11,10 +11,13 @@ that ignores z predicts grey: all three stay at 0.25.
     .venv/bin/python benchmarks/latent_coin.py --beta 0             # no KL weight
     .venv/bin/python benchmarks/latent_coin.py --free-bits 1        # 1 nat per step free
     .venv/bin/python benchmarks/latent_coin.py --g-dim 8 --z-dim 2 --rnn-size 16
+    .venv/bin/python benchmarks/latent_coin.py --best-of 4          # plus the best-of-many term
 
 Training: Adam (lr 2e-3), batch 16, 6 frames (2 -> 4), teacher forcing on every other step
 (free running on the rest, as the presets mix them late in training), loss = per-step MSE
-summed over steps + beta * KL (the trainer's own ``compute_loss``, free bits included), the
+summed over steps + beta * KL (the trainer's own ``compute_loss``, free bits included; with
+``--best-of K`` plus the trainer's ``best_of_many_loss`` over K prior runs of the batch's first 4
+sequences, as ``train.best_of.samples=K``), the
 pixel decoder, group norm, no condition. Every ``--every`` steps: posterior-run MSE on the future frames (free run, z
 from the posterior), and the mean and best-of-5 MSE of prior samples, on 64 fresh sequences.
 Results: benchmarks/RESULTS.md.
@@ -30,7 +33,7 @@ import torch
 
 from vidpred.config import ModelConfig
 from vidpred.models.svg import SVG, rollout
-from vidpred.training.trainer import compute_loss
+from vidpred.training.trainer import best_of_many_loss, compute_loss
 
 
 def coin_batch(batch: int, frames: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +51,7 @@ def main() -> None:
     p.add_argument("--free-bits", type=float, default=0.0, help="nats per step and level (train.kl.free_bits)")
     p.add_argument("--delay", type=int, default=0, help="steps with beta 0, then a linear ramp to --beta")
     p.add_argument("--ramp", type=int, default=0, help="steps of that ramp (0: beta at once)")
+    p.add_argument("--best-of", type=int, default=0, help="prior runs per sequence of the best-of-many term (0: off)")
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--g-dim", type=int, default=16)
     p.add_argument("--z-dim", type=int, default=4)
@@ -69,6 +73,10 @@ def main() -> None:
         loss, _, kl, _ = compute_loss(model, x, c, 2, beta, step % 2 == 0,
                                       torch.randn(B, T - 1, cfg.noise_dim, generator=gen), nullcontext(),
                                       free_bits=a.free_bits)
+        if a.best_of:
+            loss = loss + best_of_many_loss(model, x[:4], c[:4], 2, a.best_of,
+                                            torch.randn(4 * a.best_of, T - 1, cfg.noise_dim, generator=gen),
+                                            nullcontext())
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -166,10 +166,12 @@ CDNA = dict(decoder="cdna", kernel_size=3)
           arm_shift=True),
      dict(CDNA, pose_map=True, arm_shift=True),
      dict(CDNA, coords=True, pose_map=True, arm_shift=True, arm_gate=True),
-     dict(CDNA, pose_map=True, arm_shift=True, arm_gate=True)],
+     dict(CDNA, pose_map=True, arm_shift=True, arm_gate=True),
+     dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True,
+          arm_shift=True, arm_progress=True)],
     ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords",
          "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map", "sequence-latent",
-         "arm-shift-coords", "arm-shift-colours", "arm-gate-coords", "arm-gate-colours"],
+         "arm-shift-coords", "arm-shift-colours", "arm-gate-coords", "arm-gate-colours", "arm-progress"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -177,6 +179,8 @@ def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     torch.manual_seed(0)
     model = SVG(tiny(**kw)).train(train)
     assert model.cfg.norm == "batch"
+    if model.progress is not None:  # a head that moves the arm differently at every step
+        torch.nn.init.normal_(model.progress.weight, std=1.0)
     frames, conds = batch()
     noise = torch.randn(2, 5, model.cfg.noise_dim)
     fast = rollout(model, frames, conds, 2, noise=noise)
@@ -910,3 +914,59 @@ def test_pose_map_shifts_are_the_1x1_convolutions_of_the_heat_maps():
     grad, w.grad = w.grad.clone(), None
     pose.stages[-1](pose.heat(positions, sizes[-2])).sum().backward()
     torch.testing.assert_close(grad, w.grad)
+
+
+def progress_model_and_poses(bias: float, steps_observed=2):
+    """A model with ``arm_progress`` whose head gives every step the factor 2 * sigmoid(bias), the
+    positions its decoder got in a free run from the prior, and the conditions: the arm at (0.5,
+    0.5, 0.02) in the observed frames, then commanded 0.05 right (and 0.01 down) per step."""
+    torch.manual_seed(0)
+    model = SVG(tiny(**CDNA, condition="causal", action_lag=0, pose_map=True, arm_shift=True,
+                     arm_progress=True)).eval()
+    with torch.no_grad():
+        model.progress.bias.fill_(bias)
+    frames, conds = batch()
+    conds = conds.clone()
+    conds[..., :3] = torch.tensor([0.05, 0.01, 0.0])
+    conds[..., ACTION_DIM:] = torch.tensor([0.5, 0.5, 0.02])
+    seen = []
+    decode = model.decode
+
+    def spy(g, skips, z, step_cond, context=None, pose=None):
+        seen.append(pose)
+        return decode(g, skips, z, step_cond, context, pose)
+
+    model.decode = spy
+    with torch.no_grad():
+        rollout(model, frames, conds, steps_observed, use_posterior=False)
+    return model, torch.cat(seen, 1), conds
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.5, 1.0, 1.5])
+def test_arm_progress_scales_each_commanded_move_from_the_last_observed_position(factor):
+    """Steps 0 and 1 (frames 0 and 1 observed) start from the recorded position; later steps from
+    where the previous one left the arm: with factor f the arm of frame t (t >= 2) is the position
+    of frame 1 plus f times the moves commanded since (f = 0: it stalls there; 1: dead reckoning)."""
+    bias = -40.0 if factor == 0 else math.log(factor / (2 - factor))  # 2 * sigmoid(bias) = factor
+    _, pose, _ = progress_model_and_poses(bias)
+    assert pose.shape == (2, 5, 2, 3) and pose.dtype == torch.float32
+    p, move = torch.tensor([0.5, 0.5, 0.02]), torch.tensor([0.05, 0.01, 0.0])
+    want = torch.stack([
+        torch.stack([p, p + factor * move]),  # frame 0 -> 1: from the recorded frame 0
+        torch.stack([p, p + factor * move]),  # frame 1 -> 2: from the recorded frame 1
+        *[torch.stack([p + k * factor * move, p + (k + 1) * factor * move]) for k in (1, 2, 3)],
+    ])
+    torch.testing.assert_close(pose, want.expand(2, 5, 2, 3), rtol=0, atol=1e-6)
+
+
+def test_arm_progress_starts_as_dead_reckoning_and_learns_from_the_pixels():
+    model, pose, conds = progress_model_and_poses(0.0)
+    reckoned = model.embed_conditions(conds, 2)[2]
+    torch.testing.assert_close(pose, reckoned, rtol=0, atol=1e-6)
+    model.decode = SVG.decode.__get__(model)  # the spy off
+    frames, conds = batch()
+    out = rollout(model.train(), frames, conds, 2, teacher_forcing=False)
+    ((out.pred - frames[:, 1:]) ** 2).mean().backward()
+    assert model.progress.weight.grad.abs().sum() > 0 and model.progress.bias.grad.abs() > 0
+    with pytest.raises(ConfigError, match="arm_progress.*pose_map=true"):
+        tiny(**CDNA, arm_progress=True)

@@ -114,6 +114,13 @@ class ModelConfig:
     of the gripper along its move; from a learned margin (initially the gripper's radius) behind
     its centre it keeps the previous frame. The masks can then move a pushed object with the arm
     without dragging one that the arm pulls away from."""
+    arm_progress: bool = False
+    """With ``pose_map``: the arm's positions that the pose maps draw (and the arm shift moves by)
+    come from a prediction instead of dead reckoning alone. A head on the predictor's output g_t
+    (which reads the latent z_t) scales each predicted step's commanded move by a factor in
+    (0, 2), exactly 1 at initialisation, and the positions accumulate those scaled moves from the
+    last observed frame. An arm that stalls against an object too heavy to push, or catches up
+    after sliding around it, is then something a latent draw can show."""
     pose_map: bool = False
     """Draw the end-effector positions of frames t-1 and t that the condition holds (dead
     reckoned under ``condition=causal``) as heat maps added to the decoder's features at every
@@ -160,6 +167,8 @@ class ModelConfig:
         if self.arm_shift and (self.decoder != "cdna" or not self.pose_map):
             raise ConfigError("model.arm_shift needs the transformation decoder and pose maps "
                               "(model.decoder=cdna, model.pose_map=true), or set model.arm_shift=false")
+        if self.arm_progress and not self.pose_map:
+            raise ConfigError("model.arm_progress moves the pose maps' positions: it needs model.pose_map=true")
         if self.arm_gate and not self.arm_shift:
             raise ConfigError("model.arm_gate gates the arm shift: it needs model.arm_shift=true")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -213,6 +222,37 @@ class KLConfig:
             raise ConfigError(f"train.kl.delay must be in [0, 1), got {self.delay}")
         if not 0.0 < self.ratio <= 1.0:
             raise ConfigError(f"train.kl.ratio must be in (0, 1], got {self.ratio}")
+
+
+@dataclass
+class BestOfConfig:
+    """A best-of-many term (Bhattacharyya et al. 2018; the winner-takes-all loss of multiple
+    choice learning): for a few sequences of each batch, ``samples`` free runs from the prior,
+    and only the run closest to the truth is scored. A model that hedges between outcomes
+    (an object that glides or stops, an arm that stalls or not) loses nothing in the ELBO's
+    posterior-driven term; here it gains by letting different latent draws show different
+    outcomes. Added to the ELBO as ``weight`` times the winning run's reconstruction error
+    (summed over the predicted frames, moving pixels weighted as ``train.motion_weight``)."""
+
+    samples: int = 0
+    """Prior samples per sequence (0: off; else >= 2)."""
+    batch: int = 4
+    """Sequences of each (per-process) batch that get the term: the first ones."""
+    weight: float = 1.0
+    """Weight of the term beside the ELBO."""
+    start: float = 0.0
+    """Fraction of the planned steps before the term starts (it costs ``samples`` x ``batch``
+    free runs per step)."""
+
+    def __post_init__(self) -> None:
+        if self.samples == 1 or self.samples < 0:
+            raise ConfigError(f"train.best_of.samples must be 0 (off) or >= 2, got {self.samples}")
+        if self.batch < 1:
+            raise ConfigError(f"train.best_of.batch must be >= 1, got {self.batch}")
+        if not 0 <= self.weight < float("inf"):  # NaN fails too
+            raise ConfigError(f"train.best_of.weight must be a finite number >= 0, got {self.weight}")
+        if not 0.0 <= self.start < 1.0:  # NaN fails too
+            raise ConfigError(f"train.best_of.start must be in [0, 1), got {self.start}")
 
 
 @dataclass
@@ -285,10 +325,13 @@ class TrainConfig:
     """Also checkpoint every N steps mid-epoch (0: end of epoch only)."""
     kl: KLConfig = field(default_factory=KLConfig)
     teacher_forcing: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
+    best_of: BestOfConfig = field(default_factory=BestOfConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.kl, dict):
             self.kl = _build(KLConfig, self.kl, "train.kl")
+        if isinstance(self.best_of, dict):
+            self.best_of = _build(BestOfConfig, self.best_of, "train.best_of")
         if isinstance(self.teacher_forcing, dict):
             self.teacher_forcing = _build(TeacherForcingConfig, self.teacher_forcing, "train.teacher_forcing")
         for name in ("epochs", "batch_size", "n_past", "n_future", "log_every", "val_every"):

@@ -42,7 +42,9 @@ composites them with observed backgrounds and a generated image
 ``model.skip_frame=previous``, from x_{t-1}, so the decoder sees where the arm is now.
 With ``model.pose_map`` the two end-effector positions of step t's condition are also
 drawn as heat maps added to the decoder's features (``models/pose.py``), so it knows
-where in the image the arm goes.
+where in the image the arm goes; with ``model.arm_progress`` those positions are predicted:
+each step's commanded move scaled by a factor read from g_t (and so from z_t), so a sample
+can show the arm stalled against a heavy object.
 """
 
 from __future__ import annotations
@@ -140,6 +142,11 @@ class SVG(nn.Module):
         self.pose = PoseMap(self.decoder.stage_in_channels, self.decoder.stage_in_sizes,
                             self.transform.decoder_channels if self.transform is not None else 0) \
             if cfg.pose_map else None
+        # model.arm_progress: how far along its commanded move the arm gets at each step, from g_t
+        self.progress = nn.Linear(G, 1) if cfg.arm_progress else None
+        if self.progress is not None:  # 2 * sigmoid(0) = 1: dead reckoning at initialisation
+            nn.init.zeros_(self.progress.weight)
+            nn.init.zeros_(self.progress.bias)
         self.flow = nn.Linear(G, 2 * FLOW_GRID * FLOW_GRID) if cfg.align else None
         if self.flow is not None:  # start as the identity warp
             nn.init.zeros_(self.flow.weight)
@@ -218,6 +225,26 @@ class SVG(nn.Module):
                                conds[:, observed, ACTION_DIM:] + since)  # f < o: observed, recorded
 
         return torch.stack([reckoned(frame - 1), reckoned(frame)], 2)
+
+    def progress_pose(self, g: torch.Tensor, pose: torch.Tensor, first: int, n_past: int,
+                      carry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``model.arm_progress``: the positions of steps ``first`` .. ``first + S - 1`` (0-based; step s
+        predicts frame s + 1) with each step's commanded move scaled by ``2 * sigmoid(head(g))``.
+
+        g (B, S, g_dim), pose (B, S, 2, 3) raw dead-reckoned positions of frames t-1 and t (see
+        :meth:`embed_conditions`), carry (B, 3): the position this gave the frame before ``first``
+        (None at step 0). A step whose frame t-1 is observed starts from its recorded position; a
+        later one from where the previous step left the arm. Returns the positions (B, S, 2, 3),
+        fp32, and the carry for the next step."""
+        with torch.autocast(device_type=pose.device.type, enabled=False):
+            alpha = 2 * torch.sigmoid(self.progress(g.float()))  # (B, S, 1)
+            pose = pose.float()
+            out = []
+            for j in range(pose.shape[1]):
+                start = pose[:, j, 0] if first + j < n_past or carry is None else carry
+                carry = start + alpha[:, j] * (pose[:, j, 1] - pose[:, j, 0])
+                out.append(torch.stack([start, carry], 1))
+        return torch.stack(out, 1), carry
 
     def encode(self, frames: torch.Tensor, frame_cond: torch.Tensor | None = None):
         """frames (B, S, 3, H, W) -> h (B, S, g), skips [(B, S, C, h, w)], all frames in one batched pass."""
@@ -414,6 +441,7 @@ def _rollout_stepwise(
     H, W = frames.shape[-2:]
     ident = identity_coords(B, H, W, frames.device)[:, None] if model.cfg.coords else None  # (B, 1, 2, H, W)
     ref = coords = None
+    arm = None  # model.arm_progress: the arm's position in the frame last predicted
     for t in range(1, T):
         if t - 1 < n_past or (teacher_forcing and t - 1 < n_known):
             h_prev = h_gt[:, t - 1 : t]
@@ -440,6 +468,8 @@ def _rollout_stepwise(
         inp = [h_prev, z_top] + ([w[:, None]] if w is not None else []) + ([e] if e is not None else [])
         g, pred_state = model.predictor(torch.cat(inp, -1), pred_state)
         pose_t = None if pose is None else pose[:, t - 1 : t]
+        if model.progress is not None:
+            pose_t, arm = model.progress_pose(g, pose_t, t - 1, n_past, arm)
         pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords), pose_t)
         preds.append(pred)
         coords = coords_t  # where the predicted frame's pixels come from in ref (None without model.coords)
@@ -463,6 +493,8 @@ def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_
     H, W = frames.shape[-2:]
     ident = identity_coords(B * (T - 1), H, W, frames.device).view(B, T - 1, 2, H, W) if model.cfg.coords else None
     context = (frames[:, :-1], frames[:, 0], frames[:, last], frames[:, :-1], ident)
+    if model.progress is not None:
+        pose, _ = model.progress_pose(g, pose, 0, n_past)
     pred, _ = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context, pose)
     return RolloutOutput(pred=pred, kl=kl)
 

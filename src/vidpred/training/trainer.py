@@ -92,9 +92,13 @@ def epoch_indices(n: int, batch: int, steps: int, seed: int, epoch: int) -> np.n
     return np.concatenate(perms)[:need].reshape(steps, batch)
 
 
-def step_noise(seed: int, step: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """Reparameterisation noise of a global batch, a pure function of (seed, step)."""
-    g = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, 0x5EED]).integers(2**62)))
+NOISE_TAG = 0x5EED  # step_noise's stream of the ELBO's reparameterisation noise
+BEST_OF_TAG = 0xB0F  # and of the best-of-many term's prior samples
+
+
+def step_noise(seed: int, step: int, shape: tuple[int, ...], tag: int = NOISE_TAG) -> torch.Tensor:
+    """Reparameterisation noise of a global batch, a pure function of (seed, step, tag)."""
+    g = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, tag]).integers(2**62)))
     return torch.randn(shape, generator=g)
 
 
@@ -120,6 +124,26 @@ def compute_loss(net: torch.nn.Module, frames, conds, n_past: int, beta: float, 
     kl = kl_levels.sum()
     loss = recon + beta * (kl_steps.clamp(min=free_bits).sum() if free_bits > 0 else kl)
     return loss, mse.detach() / steps, kl.detach() / steps, kl_levels.detach() / steps
+
+
+def best_of_many_loss(net: torch.nn.Module, frames, conds, n_past: int, samples: int, noise, amp_ctx,
+                      motion_weight: float = 0.0) -> torch.Tensor:
+    """The best-of-many term (``train.best_of``) of a batch ``frames`` (B, T, ...): ``samples``
+    free runs from the prior per sequence (``noise`` (B * samples, T-1, noise_dim), the runs of
+    sequence i in rows i * samples ..), each scored like the ELBO's reconstruction term on the
+    predicted frames (squared error, moving pixels weighted by ``motion_weight``, mean per frame,
+    summed over frames); the mean over sequences of each one's lowest score. Only the winning
+    run gets a gradient."""
+    B, T = frames.shape[:2]
+    with amp_ctx:
+        out = net(frames[:, :n_past].repeat_interleave(samples, 0), conds.repeat_interleave(samples, 0), n_past,
+                  use_posterior=False, noise=noise)
+    target = frames[:, n_past:].repeat_interleave(samples, 0)
+    sq = (out.pred[:, n_past - 1 :].float() - target) ** 2  # (B * samples, T - n_past, 3, H, W)
+    if motion_weight > 0:
+        sq = sq * (1 + motion_weight * moving_pixels(frames, n_past)[:, n_past - 1 :].repeat_interleave(samples, 0))
+    score = sq.mean(dim=(2, 3, 4)).sum(1).view(B, samples)
+    return score.min(1).values.mean()
 
 
 def moving_pixels(frames: torch.Tensor, n_past: int) -> torch.Tensor:
@@ -293,6 +317,10 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
     amp_ctx = lambda: autocast(device, amp)  # noqa: E731
     forward = CompiledOrEager(net, tc.compile, device, f"train {out.name}")
     noise_shape = (tc.batch_size, tc.window - 1, cfg.model.noise_dim)
+    bo = tc.best_of
+    bo_batch = min(bo.batch, local_batch)
+    bo_shape = (d.world * bo_batch * bo.samples, tc.window - 1, cfg.model.noise_dim)
+    bo_start = math.ceil(bo.start * schedule_steps) if bo.samples else None
     last_val = history[-1]["val_psnr"] if history else None
     t_last, seqs_since = time.perf_counter(), 0
     while step < total_steps:
@@ -313,6 +341,13 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
             noise = step_noise(tc.seed, step, noise_shape)[d.rank * local_batch : (d.rank + 1) * local_batch]
             loss, mse, kl, kl_levels = compute_loss(forward, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx(),
                                                      tc.motion_weight, tc.kl.free_bits)
+            best_of = None
+            if bo_start is not None and step >= bo_start and bo.weight > 0:
+                rows = bo_batch * bo.samples
+                bo_noise = step_noise(tc.seed, step, bo_shape, BEST_OF_TAG)[d.rank * rows : (d.rank + 1) * rows]
+                best_of = best_of_many_loss(forward, frames[:bo_batch], conds[:bo_batch], tc.n_past, bo.samples,
+                                            bo_noise.to(device), amp_ctx(), tc.motion_weight)
+                loss = loss + bo.weight * best_of
             terms = all_reduce_sum(d, torch.stack([loss.detach(), mse, kl]).double().cpu()) / d.world
             if not torch.isfinite(terms).all():
                 raise NonFiniteLossError(
@@ -339,6 +374,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
                 }
                 if len(levels) > 1:
                     record["kl_levels"] = levels
+                if best_of is not None:  # this step's winning runs' score (train.best_of), before its weight
+                    record["best_of"] = (all_reduce_sum(d, best_of.detach().double().cpu()[None]) / d.world).item()
                 log.write(record)
                 _tb_scalars(tb, record, step)
                 t_last, seqs_since = now, 0

@@ -1,0 +1,104 @@
+"""The best-of-many term (``train.best_of``): the loss by hand, its gradient, its settings and the loop."""
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+from vidpred.config import ModelConfig, load_config
+from vidpred.errors import ConfigError
+from vidpred.models.svg import SVG, rollout
+from vidpred.training import checkpoint as ckpt_io
+from vidpred.training import trainer
+
+from test_training import tiny_cfg
+
+
+def small_model():
+    torch.manual_seed(0)
+    model = SVG(ModelConfig(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8, norm="group"))
+    frames, conds = torch.rand(2, 6, 3, 64, 64), torch.randn(2, 6, 7)
+    frames[:, 3:, :, 10:20] = frames[:, 1:2, :, 10:20]  # some pixels stay as last observed: a real motion mask
+    return model, frames, conds
+
+
+def run_scores(model, frames, conds, noise, samples, motion_weight):
+    """Each free run scored on its own, from its own rollout: (sequences, samples)."""
+    n_past = 2
+    w = 1 + motion_weight * trainer.moving_pixels(frames, n_past)
+    scores = torch.zeros(frames.shape[0], samples)
+    for i in range(frames.shape[0]):
+        for k in range(samples):
+            row = i * samples + k
+            out = rollout(model, frames[i : i + 1, :n_past], conds[i : i + 1], n_past, use_posterior=False,
+                          noise=noise[row : row + 1])
+            sq = (out.pred[:, n_past - 1 :] - frames[i : i + 1, n_past:]) ** 2 * w[i : i + 1, n_past - 1 :]
+            scores[i, k] = sum(sq[:, t].mean() for t in range(sq.shape[1]))
+    return scores
+
+
+def test_best_of_many_is_the_mean_of_each_sequences_best_free_run():
+    model, frames, conds = small_model()
+    samples = 3
+    noise = 3 * torch.randn(2 * samples, 5, model.cfg.noise_dim)  # wide draws: runs that differ
+    got = trainer.best_of_many_loss(model, frames, conds, 2, samples, noise, nullcontext(), motion_weight=3.0)
+    with torch.no_grad():
+        scores = run_scores(model, frames, conds, noise, samples, 3.0)
+    assert (scores.max(1).values - scores.min(1).values > 1e-6).all()  # the draws lead to different runs
+    torch.testing.assert_close(got.detach(), scores.min(1).values.mean(), rtol=1e-5, atol=1e-7)
+    plain = trainer.best_of_many_loss(model, frames, conds, 2, samples, noise, nullcontext())
+    assert plain < got  # the motion weight reaches the score
+
+
+def test_only_the_winning_run_gets_a_gradient():
+    model, frames, conds = small_model()
+    samples = 3
+    noise = (3 * torch.randn(2 * samples, 5, model.cfg.noise_dim)).requires_grad_()
+    trainer.best_of_many_loss(model, frames, conds, 2, samples, noise, nullcontext()).backward()
+    with torch.no_grad():
+        winners = run_scores(model, frames, conds, noise, samples, 0.0).argmin(1)
+    # rows 1.. of a run's noise are its prior draws (row 0 warms up on the observed frames)
+    moved = noise.grad[:, 1:].abs().sum((1, 2)).view(2, samples) > 0
+    assert moved.tolist() == [[k == int(w) for k in range(samples)] for w in winners]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.best_of.samples=1", "train.best_of.samples must be 0 (off) or >= 2, got 1"),
+    ("train.best_of.samples=-2", "train.best_of.samples must be 0 (off) or >= 2, got -2"),
+    ("train.best_of.batch=0", "train.best_of.batch must be >= 1, got 0"),
+    ("train.best_of.weight=-1", "train.best_of.weight must be a finite number >= 0, got -1"),
+    ("train.best_of.weight=nan", "train.best_of.weight must be a finite number, got nan"),
+    ("train.best_of.start=1", "train.best_of.start must be in [0, 1), got 1"),
+    ("train.best_of.samples=abc", "train.best_of.samples"),
+])
+def test_best_of_settings_are_checked(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_config("synth-cpu", [override])
+
+
+def test_training_adds_the_term_from_its_start_step(synth_root, tmp_path, monkeypatch):
+    """4 planned steps, start 0.5: steps 3 and 4 (0-based 2 and 3) run the term on the first
+    ``batch`` sequences with ``samples`` prior draws from its own noise stream, and log it."""
+    calls = []
+    real = trainer.best_of_many_loss
+
+    def spy(net, frames, conds, n_past, samples, noise, amp_ctx, motion_weight=0.0):
+        calls.append((frames.shape[0], samples, tuple(noise.shape), motion_weight))
+        return real(net, frames, conds, n_past, samples, noise, amp_ctx, motion_weight)
+
+    monkeypatch.setattr(trainer, "best_of_many_loss", spy)
+    cfg = tiny_cfg(synth_root, "train.epochs=2", "train.steps_per_epoch=2", "train.best_of.samples=3",
+                   "train.best_of.batch=1", "train.best_of.start=0.5")
+    trainer.train(cfg, tmp_path / "on", progress=False)
+    window = cfg.train.window
+    assert calls == [(1, 3, (3, window - 1, cfg.model.noise_dim), cfg.train.motion_weight)] * 2
+    steps = [r for r in trainer.read_metrics(tmp_path / "on") if r["kind"] == "step"]
+    assert [("best_of" in r) for r in steps] == [False, False, True, True]
+    assert all(r["best_of"] > 0 for r in steps[2:])
+
+    monkeypatch.setattr(trainer, "best_of_many_loss", real)
+    trainer.train(tiny_cfg(synth_root, "train.epochs=2", "train.steps_per_epoch=2"), tmp_path / "off", progress=False)
+    on, off = (ckpt_io.load(tmp_path / name / "last.pt")["model"] for name in ("on", "off"))
+    assert not all(torch.equal(on[k], off[k]) for k in on)  # the term reaches the optimiser
+    off_steps = [r for r in trainer.read_metrics(tmp_path / "off") if r["kind"] == "step"]
+    assert [r["loss"] for r in off_steps[:2]] == [r["loss"] for r in steps[:2]]  # nothing changes before start
