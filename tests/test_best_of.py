@@ -1,4 +1,5 @@
-"""The best-of-many term (``train.best_of``): the loss by hand, its gradient, its settings and the loop."""
+"""Training terms for the latent: the best-of-many term (``train.best_of``: the loss by hand, its gradient, its
+settings, the loop) and the arm-position term of ``model.arm_progress`` (``train.arm_weight``)."""
 
 from contextlib import nullcontext
 
@@ -102,3 +103,26 @@ def test_training_adds_the_term_from_its_start_step(synth_root, tmp_path, monkey
     assert not all(torch.equal(on[k], off[k]) for k in on)  # the term reaches the optimiser
     off_steps = [r for r in trainer.read_metrics(tmp_path / "off") if r["kind"] == "step"]
     assert [r["loss"] for r in off_steps[:2]] == [r["loss"] for r in steps[:2]]  # nothing changes before start
+
+
+def test_arm_weight_adds_the_squared_pixel_distance_of_the_predicted_arm():
+    """loss = the ELBO + arm_weight * sum over frames of the batch-mean squared distance (px of the
+    64 px frame, x and y only) between the predicted and the recorded arm positions."""
+    torch.manual_seed(0)
+    model = SVG(ModelConfig(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8, norm="group", decoder="cdna",
+                            condition="causal", action_lag=0, pose_map=True, arm_shift=True, arm_progress=True))
+    torch.nn.init.normal_(model.progress.weight, std=1.0)
+    frames, conds = torch.rand(2, 5, 3, 64, 64), torch.rand(2, 5, 7)
+    noise = torch.randn(2, 4, model.cfg.noise_dim)
+    plain = trainer.compute_loss(model, frames, conds, 2, 0.01, True, noise, nullcontext())
+    scored = trainer.compute_loss(model, frames, conds, 2, 0.01, True, noise, nullcontext(), arm_weight=0.5)
+    arm = rollout(model, frames, conds, 2, noise=noise).arm
+    want = sum((((arm[b, t, :2] - conds[b, t + 1, 4:6]) * 64) ** 2).sum() for b in range(2) for t in range(4)) / 2
+    assert want > 1
+    torch.testing.assert_close(scored[0] - plain[0], 0.5 * want, rtol=1e-4, atol=1e-6)
+    for a, b in zip(plain[1:], scored[1:]):  # the logged mse and kl are unchanged
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ConfigError, match="train.arm_weight .*model.arm_progress=true"):
+        load_config("synth-cpu", ["train.arm_weight=1"])
+    with pytest.raises(ConfigError, match="train.arm_weight must be >= 0, got -1"):
+        load_config("synth-cpu", ["train.arm_weight=-1", "model.arm_progress=true"])

@@ -191,6 +191,11 @@ def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     torch.testing.assert_close(fast.pred, slow.pred, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.kl[..., : model.cfg.levels], slow.kl, rtol=1e-5, atol=1e-5)
     assert fast.pred.shape == (2, 5, 3, 64, 64)
+    if model.progress is None:
+        assert fast.arm is None and slow.arm is None
+    else:
+        assert fast.arm.shape == (2, 5, 3)
+        torch.testing.assert_close(fast.arm, slow.arm, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(CDNA, skip_frame="previous")], ids=["pixel", "cdna"])
@@ -918,8 +923,9 @@ def test_pose_map_shifts_are_the_1x1_convolutions_of_the_heat_maps():
 
 def progress_model_and_poses(bias: float, steps_observed=2):
     """A model with ``arm_progress`` whose head gives every step the factor 2 * sigmoid(bias), the
-    positions its decoder got in a free run from the prior, and the conditions: the arm at (0.5,
-    0.5, 0.02) in the observed frames, then commanded 0.05 right (and 0.01 down) per step."""
+    positions its decoder got in a free run from the prior, the conditions (the arm at (0.5, 0.5,
+    0.02) in the observed frames, then commanded 0.05 right and 0.01 down per step) and the
+    rollout's predicted arm."""
     torch.manual_seed(0)
     model = SVG(tiny(**CDNA, condition="causal", action_lag=0, pose_map=True, arm_shift=True,
                      arm_progress=True)).eval()
@@ -938,8 +944,8 @@ def progress_model_and_poses(bias: float, steps_observed=2):
 
     model.decode = spy
     with torch.no_grad():
-        rollout(model, frames, conds, steps_observed, use_posterior=False)
-    return model, torch.cat(seen, 1), conds
+        out = rollout(model, frames, conds, steps_observed, use_posterior=False)
+    return model, torch.cat(seen, 1), conds, out.arm
 
 
 @pytest.mark.parametrize("factor", [0.0, 0.5, 1.0, 1.5])
@@ -948,7 +954,7 @@ def test_arm_progress_scales_each_commanded_move_from_the_last_observed_position
     where the previous one left the arm: with factor f the arm of frame t (t >= 2) is the position
     of frame 1 plus f times the moves commanded since (f = 0: it stalls there; 1: dead reckoning)."""
     bias = -40.0 if factor == 0 else math.log(factor / (2 - factor))  # 2 * sigmoid(bias) = factor
-    _, pose, _ = progress_model_and_poses(bias)
+    _, pose, _, arm = progress_model_and_poses(bias)
     assert pose.shape == (2, 5, 2, 3) and pose.dtype == torch.float32
     p, move = torch.tensor([0.5, 0.5, 0.02]), torch.tensor([0.05, 0.01, 0.0])
     want = torch.stack([
@@ -957,10 +963,11 @@ def test_arm_progress_scales_each_commanded_move_from_the_last_observed_position
         *[torch.stack([p + k * factor * move, p + (k + 1) * factor * move]) for k in (1, 2, 3)],
     ])
     torch.testing.assert_close(pose, want.expand(2, 5, 2, 3), rtol=0, atol=1e-6)
+    torch.testing.assert_close(arm, pose[:, :, 1])  # the rollout's predicted arm of frames 1..5
 
 
 def test_arm_progress_starts_as_dead_reckoning_and_learns_from_the_pixels():
-    model, pose, conds = progress_model_and_poses(0.0)
+    model, pose, conds, _ = progress_model_and_poses(0.0)
     reckoned = model.embed_conditions(conds, 2)[2]
     torch.testing.assert_close(pose, reckoned, rtol=0, atol=1e-6)
     model.decode = SVG.decode.__get__(model)  # the spy off

@@ -300,6 +300,11 @@ class TrainConfig:
     error counts ``1 + motion_weight`` times where the true frame differs from the last
     observed frame before it (the evaluation's moving-region mask, threshold 0.1), once
     elsewhere. 0 is the plain ELBO's MSE. The logged ``mse`` stays the plain MSE."""
+    arm_weight: float = 0.0
+    """With ``model.arm_progress``: weight of the predicted arm positions' squared distance from
+    the recorded ones (px^2 of the 64 px frame, x and y, summed over the predicted frames) beside
+    the ELBO. The recorded positions are targets only, never inputs, so the condition stays
+    causal; this tells the progress head where the arm really went (stalled, or not). 0: off."""
     n_past: int = 2
     """Conditioning frames."""
     n_future: int = 10
@@ -356,6 +361,8 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
         if not self.motion_weight >= 0:  # also rejects NaN
             raise ConfigError(f"train.motion_weight must be >= 0, got {self.motion_weight}")
+        if not self.arm_weight >= 0:  # also rejects NaN
+            raise ConfigError(f"train.arm_weight must be >= 0, got {self.arm_weight}")
 
     @property
     def window(self) -> int:
@@ -372,6 +379,9 @@ class Config:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, _build(cls, getattr(self, name), name))
+        if self.train.arm_weight > 0 and not self.model.arm_progress:
+            raise ConfigError("train.arm_weight scores the arm positions that model.arm_progress predicts: "
+                              "set model.arm_progress=true, or train.arm_weight=0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -75,6 +75,9 @@ class RolloutOutput:
     """(B, T-1, levels (+1 with ``model.seq_z``)): KL(q || p) per step and latent level, summed
     over latent dims (zeros where z came from the prior); the sequence latent's KL, if any, is
     the last column, spread evenly over the steps."""
+    arm: torch.Tensor | None = None
+    """(B, T-1, 3) with ``model.arm_progress``: the arm positions the model predicted for frames
+    1..T-1 (raw units, fp32), else None."""
 
 
 class SequencePosterior(nn.Module):
@@ -432,7 +435,7 @@ def _rollout_stepwise(
     post_state = [None] * L
     prior_state = [None] * L
     pred_state = None
-    preds, kls = [], []
+    preds, kls, arms = [], [], []
     skips = None
     last_seen = None
     # model.coords: ref is the last ground-truth frame fed in, coords where each pixel of
@@ -470,11 +473,12 @@ def _rollout_stepwise(
         pose_t = None if pose is None else pose[:, t - 1 : t]
         if model.progress is not None:
             pose_t, arm = model.progress_pose(g, pose_t, t - 1, n_past, arm)
+            arms.append(arm[:, None])
         pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords), pose_t)
         preds.append(pred)
         coords = coords_t  # where the predicted frame's pixels come from in ref (None without model.coords)
         kls.append(kl)
-    return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1))
+    return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1), arm=torch.cat(arms, 1) if arms else None)
 
 
 def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_cond, pose,
@@ -493,10 +497,12 @@ def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_
     H, W = frames.shape[-2:]
     ident = identity_coords(B * (T - 1), H, W, frames.device).view(B, T - 1, 2, H, W) if model.cfg.coords else None
     context = (frames[:, :-1], frames[:, 0], frames[:, last], frames[:, :-1], ident)
+    arm = None
     if model.progress is not None:
         pose, _ = model.progress_pose(g, pose, 0, n_past)
+        arm = pose[:, :, 1]
     pred, _ = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context, pose)
-    return RolloutOutput(pred=pred, kl=kl)
+    return RolloutOutput(pred=pred, kl=kl, arm=arm)
 
 
 def build_model(cfg: ModelConfig) -> SVG:

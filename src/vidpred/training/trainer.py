@@ -33,7 +33,8 @@ from tqdm import tqdm
 from vidpred.config import Config, flatten, save_config
 from vidpred.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from vidpred.evaluation.metrics import motion_mask, psnr
-from vidpred.models.svg import SVG, _last_observed_index, rollout
+from vidpred.data.layout import IMAGE_SIZE
+from vidpred.models.svg import ACTION_DIM, SVG, _last_observed_index, rollout
 from vidpred.runtime import CompiledOrEager
 from vidpred.training import checkpoint as ckpt_io
 from vidpred.training.distributed import Dist, all_reduce_sum, setup, teardown
@@ -103,13 +104,14 @@ def step_noise(seed: int, step: int, shape: tuple[int, ...], tag: int = NOISE_TA
 
 
 def compute_loss(net: torch.nn.Module, frames, conds, n_past: int, beta: float, teacher_forcing: bool, noise, amp_ctx,
-                 motion_weight: float = 0.0, free_bits: float = 0.0):
+                 motion_weight: float = 0.0, free_bits: float = 0.0, arm_weight: float = 0.0):
     """Returns (loss, per-frame mse, per-frame kl, kl per level) for one batch.
 
     ``net`` is the model or its DistributedDataParallel wrapper (whose forward is the rollout),
     or either through ``torch.compile`` (``train.compile``). ``motion_weight``: see
     ``train.motion_weight``; the returned mse is the unweighted one either way. ``free_bits``:
-    see ``train.kl.free_bits``; the returned KL is the true one either way.
+    see ``train.kl.free_bits``; the returned KL is the true one either way. ``arm_weight``: see
+    ``train.arm_weight``.
     """
     with amp_ctx:
         out = net(frames, conds, n_past, teacher_forcing=teacher_forcing, noise=noise)
@@ -123,7 +125,17 @@ def compute_loss(net: torch.nn.Module, frames, conds, n_past: int, beta: float, 
     kl_levels = kl_steps.sum(0)  # (levels,)
     kl = kl_levels.sum()
     loss = recon + beta * (kl_steps.clamp(min=free_bits).sum() if free_bits > 0 else kl)
+    if arm_weight > 0:
+        loss = loss + arm_weight * arm_error_px2(out.arm, conds)
     return loss, mse.detach() / steps, kl.detach() / steps, kl_levels.detach() / steps
+
+
+def arm_error_px2(arm: torch.Tensor, conds: torch.Tensor) -> torch.Tensor:
+    """Squared distance (px^2 of the 64 px frame, x and y) of the predicted arm positions ``arm``
+    (B, T-1, 3) from the recorded ones of frames 1..T-1 in ``conds``, averaged over the batch and
+    summed over frames (``train.arm_weight``)."""
+    err = (arm[..., :2].float() - conds[:, 1:, ACTION_DIM : ACTION_DIM + 2]) * IMAGE_SIZE
+    return (err**2).sum(-1).mean(0).sum()
 
 
 def best_of_many_loss(net: torch.nn.Module, frames, conds, n_past: int, samples: int, noise, amp_ctx,
@@ -340,7 +352,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
             tf = use_teacher_forcing(tf_ratio, tc.seed, step)
             noise = step_noise(tc.seed, step, noise_shape)[d.rank * local_batch : (d.rank + 1) * local_batch]
             loss, mse, kl, kl_levels = compute_loss(forward, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx(),
-                                                     tc.motion_weight, tc.kl.free_bits)
+                                                     tc.motion_weight, tc.kl.free_bits, tc.arm_weight)
             best_of = None
             if bo_start is not None and step >= bo_start and bo.weight > 0:
                 rows = bo_batch * bo.samples
