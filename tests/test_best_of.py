@@ -9,7 +9,6 @@ import torch
 from vidpred.config import ModelConfig, load_config
 from vidpred.errors import ConfigError
 from vidpred.models.svg import SVG, rollout
-from vidpred.training import checkpoint as ckpt_io
 from vidpred.training import trainer
 
 from test_training import tiny_cfg
@@ -67,7 +66,9 @@ def test_only_the_winning_run_gets_a_gradient():
     ("train.best_of.samples=1", "train.best_of.samples must be 0 (off) or >= 2, got 1"),
     ("train.best_of.samples=-2", "train.best_of.samples must be 0 (off) or >= 2, got -2"),
     ("train.best_of.batch=0", "train.best_of.batch must be >= 1, got 0"),
-    ("train.best_of.weight=-1", "train.best_of.weight must be a finite number >= 0, got -1"),
+    ("train.best_of.weight=-1", "train.best_of.weight must be a finite number > 0 (train.best_of.samples=0 "
+                                "switches the term off), got -1"),
+    ("train.best_of.weight=0", "train.best_of.weight must be a finite number > 0"),
     ("train.best_of.weight=nan", "train.best_of.weight must be a finite number, got nan"),
     ("train.best_of.start=1", "train.best_of.start must be in [0, 1), got 1"),
     ("train.best_of.samples=abc", "train.best_of.samples"),
@@ -77,32 +78,47 @@ def test_best_of_settings_are_checked(override, message):
         load_config("synth-cpu", [override])
 
 
+def test_best_of_refuses_batch_norm():
+    """The term's batch is a few sequences many times over: batch statistics of it would be wrong."""
+    with pytest.raises(ConfigError, match="train.best_of .*model.norm=batch.*model.norm=group"):
+        load_config("synth-cpu", ["train.best_of.samples=4", "model.norm=batch"])
+    assert load_config("synth-cpu", ["model.norm=batch"]).train.best_of.samples == 0
+
+
 def test_training_adds_the_term_from_its_start_step(synth_root, tmp_path, monkeypatch):
-    """4 planned steps, start 0.5: steps 3 and 4 (0-based 2 and 3) run the term on the first
-    ``batch`` sequences with ``samples`` prior draws from its own noise stream, and log it."""
-    calls = []
-    real = trainer.best_of_many_loss
+    """4 planned steps, start 0.6: from step ceil(2.4) = 3 (0-based) on, the term runs on the first
+    ``batch`` sequences with ``samples`` prior draws from its own noise stream, keyed by (seed, step),
+    and the loss is the ELBO (with the arm term of train.arm_weight) plus weight x the term."""
+    calls, elbo = [], []
+    real, real_loss = trainer.best_of_many_loss, trainer.compute_loss
 
     def spy(net, frames, conds, n_past, samples, noise, amp_ctx, motion_weight=0.0):
-        calls.append((frames.shape[0], samples, tuple(noise.shape), motion_weight))
+        calls.append((frames.clone(), samples, noise.clone(), motion_weight))
         return real(net, frames, conds, n_past, samples, noise, amp_ctx, motion_weight)
 
-    monkeypatch.setattr(trainer, "best_of_many_loss", spy)
-    cfg = tiny_cfg(synth_root, "train.epochs=2", "train.steps_per_epoch=2", "train.best_of.samples=3",
-                   "train.best_of.batch=1", "train.best_of.start=0.5")
-    trainer.train(cfg, tmp_path / "on", progress=False)
-    window = cfg.train.window
-    assert calls == [(1, 3, (3, window - 1, cfg.model.noise_dim), cfg.train.motion_weight)] * 2
-    steps = [r for r in trainer.read_metrics(tmp_path / "on") if r["kind"] == "step"]
-    assert [("best_of" in r) for r in steps] == [False, False, True, True]
-    assert all(r["best_of"] > 0 for r in steps[2:])
+    def loss_spy(*args, **kwargs):
+        got = real_loss(*args, **kwargs)
+        elbo.append((got[0].item(), kwargs.get("arm_weight")))
+        return got
 
-    monkeypatch.setattr(trainer, "best_of_many_loss", real)
-    trainer.train(tiny_cfg(synth_root, "train.epochs=2", "train.steps_per_epoch=2"), tmp_path / "off", progress=False)
-    on, off = (ckpt_io.load(tmp_path / name / "last.pt")["model"] for name in ("on", "off"))
-    assert not all(torch.equal(on[k], off[k]) for k in on)  # the term reaches the optimiser
-    off_steps = [r for r in trainer.read_metrics(tmp_path / "off") if r["kind"] == "step"]
-    assert [r["loss"] for r in off_steps[:2]] == [r["loss"] for r in steps[:2]]  # nothing changes before start
+    monkeypatch.setattr(trainer, "best_of_many_loss", spy)
+    monkeypatch.setattr(trainer, "compute_loss", loss_spy)
+    cfg = tiny_cfg(synth_root, "train.epochs=2", "train.steps_per_epoch=2", "train.best_of.samples=3",
+                   "train.best_of.batch=1", "train.best_of.start=0.6", "train.best_of.weight=0.5",
+                   "model.arm_progress=true", "train.arm_weight=0.25")
+    trainer.train(cfg, tmp_path / "on", progress=False)
+    assert [a for _, a in elbo] == [0.25] * 4  # the trainer passes train.arm_weight on
+    assert len(calls) == 1
+    frames, samples, noise, motion_weight = calls[0]
+    shape = (3, cfg.train.window - 1, cfg.model.noise_dim)
+    assert samples == 3 and frames.shape[0] == 1 and motion_weight == cfg.train.motion_weight
+    torch.testing.assert_close(noise, trainer.step_noise(cfg.train.seed, 3, shape, trainer.BEST_OF_TAG))
+    assert not torch.equal(noise, trainer.step_noise(cfg.train.seed, 3, shape))  # not the ELBO's stream
+    steps = [r for r in trainer.read_metrics(tmp_path / "on") if r["kind"] == "step"]
+    assert [("best_of" in r) for r in steps] == [False, False, False, True]
+    assert steps[3]["best_of"] > 0
+    assert steps[3]["loss"] == pytest.approx(elbo[3][0] + 0.5 * steps[3]["best_of"], rel=1e-5)
+    assert [r["loss"] for r in steps[:3]] == pytest.approx([e for e, _ in elbo[:3]], rel=1e-6)
 
 
 def test_arm_weight_adds_the_squared_pixel_distance_of_the_predicted_arm():

@@ -977,3 +977,5 @@ def test_arm_progress_starts_as_dead_reckoning_and_learns_from_the_pixels():
     assert model.progress.weight.grad.abs().sum() > 0 and model.progress.bias.grad.abs() > 0
     with pytest.raises(ConfigError, match="arm_progress.*pose_map=true"):
         tiny(**CDNA, arm_progress=True)
+    with pytest.raises(ConfigError, match="arm_progress.*model.condition=causal"):
+        tiny(**CDNA, pose_map=True, arm_progress=True)  # lab: the pose maps read recorded positions

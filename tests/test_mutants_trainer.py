@@ -98,13 +98,14 @@ class Spy:
         monkeypatch.setattr(trainer, "compute_loss", self)
 
     def __call__(self, net, frames, conds, n_past, beta, teacher_forcing, noise, amp_ctx, motion_weight=0.0,
-                 free_bits=0.0):
-        got = self.real(net, frames, conds, n_past, beta, teacher_forcing, noise, amp_ctx, motion_weight, free_bits)
+                 free_bits=0.0, arm_weight=0.0):
+        got = self.real(net, frames, conds, n_past, beta, teacher_forcing, noise, amp_ctx, motion_weight, free_bits,
+                        arm_weight=arm_weight)
         if self.poison_at == len(self.calls):
             got = (got[0] * float("nan"), got[1] * float("nan"), got[2], got[3])
         self.calls.append(dict(frames=frames.clone(), conds=conds.clone(), n_past=n_past, beta=beta,
                                tf=teacher_forcing, noise=noise.clone(), amp_ctx=amp_ctx, motion_weight=motion_weight,
-                               free_bits=free_bits,
+                               free_bits=free_bits, arm_weight=arm_weight,
                                out=[x.detach().clone() for x in got]))
         return got
 

@@ -120,7 +120,9 @@ class ModelConfig:
     (which reads the latent z_t) scales each predicted step's commanded move by a factor in
     (0, 2), exactly 1 at initialisation, and the positions accumulate those scaled moves from the
     last observed frame. An arm that stalls against an object too heavy to push, or catches up
-    after sliding around it, is then something a latent draw can show."""
+    after sliding around it, is then something a latent draw can show. Needs ``condition=causal``.
+    The condition's embedding (the predictor's and the encoder's input) keeps the reckoned
+    positions: what the commands say."""
     pose_map: bool = False
     """Draw the end-effector positions of frames t-1 and t that the condition holds (dead
     reckoned under ``condition=causal``) as heat maps added to the decoder's features at every
@@ -169,6 +171,9 @@ class ModelConfig:
                               "(model.decoder=cdna, model.pose_map=true), or set model.arm_shift=false")
         if self.arm_progress and not self.pose_map:
             raise ConfigError("model.arm_progress moves the pose maps' positions: it needs model.pose_map=true")
+        if self.arm_progress and self.condition != "causal":
+            raise ConfigError("model.arm_progress predicts the positions that dead reckoning gives: it needs "
+                              f"model.condition=causal (under {self.condition!r} the pose maps read recorded positions)")
         if self.arm_gate and not self.arm_shift:
             raise ConfigError("model.arm_gate gates the arm shift: it needs model.arm_shift=true")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -237,9 +242,11 @@ class BestOfConfig:
     samples: int = 0
     """Prior samples per sequence (0: off; else >= 2)."""
     batch: int = 4
-    """Sequences of each (per-process) batch that get the term: the first ones."""
+    """Sequences of each process's share of the batch that get the term: its first ones (at most
+    that share; so with several processes more sequences get it, and a run resumes exactly only
+    on the number of processes it started with)."""
     weight: float = 1.0
-    """Weight of the term beside the ELBO."""
+    """Weight of the term beside the ELBO (> 0)."""
     start: float = 0.0
     """Fraction of the planned steps before the term starts (it costs ``samples`` x ``batch``
     free runs per step)."""
@@ -249,8 +256,9 @@ class BestOfConfig:
             raise ConfigError(f"train.best_of.samples must be 0 (off) or >= 2, got {self.samples}")
         if self.batch < 1:
             raise ConfigError(f"train.best_of.batch must be >= 1, got {self.batch}")
-        if not 0 <= self.weight < float("inf"):  # NaN fails too
-            raise ConfigError(f"train.best_of.weight must be a finite number >= 0, got {self.weight}")
+        if not 0 < self.weight < float("inf"):  # NaN fails too
+            raise ConfigError(f"train.best_of.weight must be a finite number > 0 (train.best_of.samples=0 "
+                              f"switches the term off), got {self.weight}")
         if not 0.0 <= self.start < 1.0:  # NaN fails too
             raise ConfigError(f"train.best_of.start must be in [0, 1), got {self.start}")
 
@@ -302,8 +310,9 @@ class TrainConfig:
     elsewhere. 0 is the plain ELBO's MSE. The logged ``mse`` stays the plain MSE."""
     arm_weight: float = 0.0
     """With ``model.arm_progress``: weight of the predicted arm positions' squared distance from
-    the recorded ones (px^2 of the 64 px frame, x and y, summed over the predicted frames) beside
-    the ELBO. The recorded positions are targets only, never inputs, so the condition stays
+    the recorded ones (x and y, summed over the predicted frames) beside the ELBO, in px^2 of the
+    64 px frame where positions are in table fractions as in the synthetic world (BAIR's are metres:
+    64 x metres there). The recorded positions are targets only, never inputs, so the condition stays
     causal; this tells the progress head where the arm really went (stalled, or not). 0: off."""
     n_past: int = 2
     """Conditioning frames."""
@@ -379,6 +388,9 @@ class Config:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, _build(cls, getattr(self, name), name))
+        if self.train.best_of.samples and self.model.norm == "batch":
+            raise ConfigError("train.best_of runs a few sequences many times over: with model.norm=batch those "
+                              "copies would set the batch statistics; use model.norm=group")
         if self.train.arm_weight > 0 and not self.model.arm_progress:
             raise ConfigError("train.arm_weight scores the arm positions that model.arm_progress predicts: "
                               "set model.arm_progress=true, or train.arm_weight=0")

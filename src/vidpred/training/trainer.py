@@ -352,9 +352,9 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
             tf = use_teacher_forcing(tf_ratio, tc.seed, step)
             noise = step_noise(tc.seed, step, noise_shape)[d.rank * local_batch : (d.rank + 1) * local_batch]
             loss, mse, kl, kl_levels = compute_loss(forward, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx(),
-                                                     tc.motion_weight, tc.kl.free_bits, tc.arm_weight)
+                                                     tc.motion_weight, tc.kl.free_bits, arm_weight=tc.arm_weight)
             best_of = None
-            if bo_start is not None and step >= bo_start and bo.weight > 0:
+            if bo_start is not None and step >= bo_start:
                 rows = bo_batch * bo.samples
                 bo_noise = step_noise(tc.seed, step, bo_shape, BEST_OF_TAG)[d.rank * rows : (d.rank + 1) * rows]
                 best_of = best_of_many_loss(forward, frames[:bo_batch], conds[:bo_batch], tc.n_past, bo.samples,
