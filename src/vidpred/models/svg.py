@@ -43,7 +43,7 @@ composites them with observed backgrounds and a generated image
 With ``model.pose_map`` the two end-effector positions of step t's condition are also
 drawn as heat maps added to the decoder's features (``models/pose.py``), so it knows
 where in the image the arm goes; with ``model.arm_progress`` those positions are predicted:
-each step's commanded move scaled by a factor read from g_t (and so from z_t), so a sample
+each step's commanded move scaled by a factor read from g_t and z_t, so a sample
 can show the arm stalled against a heavy object.
 """
 
@@ -65,6 +65,7 @@ ACTION_DIM = 4  # a condition is (action (4), end-effector position); actions st
 MOVE_DIM = 3  # the displacement part of an action, summed by the causal condition
 MAX_LEVELS = 5  # level l >= 2 is injected at decoder stage l - 2; decoders have 4 stages
 FLOW_GRID = 8  # resolution of the aligner's predicted flow
+PROGRESS_Z_INIT = 0.01  # std of model.arm_progress's initial weights on z_t
 
 
 @dataclass
@@ -145,10 +146,14 @@ class SVG(nn.Module):
         self.pose = PoseMap(self.decoder.stage_in_channels, self.decoder.stage_in_sizes,
                             self.transform.decoder_channels if self.transform is not None else 0) \
             if cfg.pose_map else None
-        # model.arm_progress: how far along its commanded move the arm gets at each step, from g_t
-        self.progress = nn.Linear(G, 1) if cfg.arm_progress else None
-        if self.progress is not None:  # 2 * sigmoid(0) = 1: dead reckoning at initialisation
+        # model.arm_progress: how far along its commanded move the arm gets at each step, from
+        # (g_t, z_t). 2 * sigmoid(0) = 1: dead reckoning at initialisation, but for small random
+        # weights on z_t, so that from the first step the posterior gets a gradient through it
+        # (with all weights zero none reaches z until g_t carries a stall by itself).
+        self.progress = nn.Linear(G + Z, 1) if cfg.arm_progress else None
+        if self.progress is not None:
             nn.init.zeros_(self.progress.weight)
+            nn.init.normal_(self.progress.weight[:, G:], std=PROGRESS_Z_INIT)
             nn.init.zeros_(self.progress.bias)
         self.flow = nn.Linear(G, 2 * FLOW_GRID * FLOW_GRID) if cfg.align else None
         if self.flow is not None:  # start as the identity warp
@@ -229,18 +234,18 @@ class SVG(nn.Module):
 
         return torch.stack([reckoned(frame - 1), reckoned(frame)], 2)
 
-    def progress_pose(self, g: torch.Tensor, pose: torch.Tensor, first: int, n_past: int,
+    def progress_pose(self, g: torch.Tensor, z: torch.Tensor, pose: torch.Tensor, first: int, n_past: int,
                       carry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``model.arm_progress``: the positions of steps ``first`` .. ``first + S - 1`` (0-based; step s
-        predicts frame s + 1) with each step's commanded move scaled by ``2 * sigmoid(head(g))``.
+        predicts frame s + 1) with each step's commanded move scaled by ``2 * sigmoid(head(g, z))``.
 
-        g (B, S, g_dim), pose (B, S, 2, 3) raw dead-reckoned positions of frames t-1 and t (see
+        g (B, S, g_dim), z (B, S, z_dim) level 1's latent, pose (B, S, 2, 3) raw dead-reckoned positions of frames t-1 and t (see
         :meth:`embed_conditions`), carry (B, 3): the position this gave the frame before ``first``
         (None at step 0). A step whose frame t-1 is observed starts from its recorded position; a
         later one from where the previous step left the arm. Returns the positions (B, S, 2, 3),
         fp32, and the carry for the next step."""
         with torch.autocast(device_type=pose.device.type, enabled=False):
-            alpha = 2 * torch.sigmoid(self.progress(g.float()))  # (B, S, 1)
+            alpha = 2 * torch.sigmoid(self.progress(torch.cat([g, z], -1).float()))  # (B, S, 1)
             pose = pose.float()
             out = []
             for j in range(pose.shape[1]):
@@ -472,7 +477,7 @@ def _rollout_stepwise(
         g, pred_state = model.predictor(torch.cat(inp, -1), pred_state)
         pose_t = None if pose is None else pose[:, t - 1 : t]
         if model.progress is not None:
-            pose_t, arm = model.progress_pose(g, pose_t, t - 1, n_past, arm)
+            pose_t, arm = model.progress_pose(g, z_top, pose_t, t - 1, n_past, arm)
             arms.append(arm[:, None])
         pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords), pose_t)
         preds.append(pred)
@@ -499,7 +504,7 @@ def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_
     context = (frames[:, :-1], frames[:, 0], frames[:, last], frames[:, :-1], ident)
     arm = None
     if model.progress is not None:
-        pose, _ = model.progress_pose(g, pose, 0, n_past)
+        pose, _ = model.progress_pose(g, z[..., : model.cfg.z_dim], pose, 0, n_past)
         arm = pose[:, :, 1]
     pred, _ = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context, pose)
     return RolloutOutput(pred=pred, kl=kl, arm=arm)
