@@ -142,3 +142,14 @@ def test_arm_weight_adds_the_squared_pixel_distance_of_the_predicted_arm():
         load_config("synth-cpu", ["train.arm_weight=1"])
     with pytest.raises(ConfigError, match="train.arm_weight must be >= 0, got -1"):
         load_config("synth-cpu", ["train.arm_weight=-1", "model.arm_progress=true"])
+
+
+def test_best_of_refuses_several_processes(synth_root, tmp_path):
+    """A second forward per step through the DDP wrapper is not supported: a one-line refusal
+    before anything is written."""
+    from vidpred.training.distributed import Dist
+
+    cfg = tiny_cfg(synth_root, "train.best_of.samples=2")
+    with pytest.raises(ConfigError, match="train.best_of runs on one process only"):
+        trainer._train(cfg, tmp_path / "run", False, False, torch.device("cpu"), Dist(rank=0, world=2))
+    assert not (tmp_path / "run").exists()

@@ -242,9 +242,8 @@ class BestOfConfig:
     samples: int = 0
     """Prior samples per sequence (0: off; else >= 2)."""
     batch: int = 4
-    """Sequences of each process's share of the batch that get the term: its first ones (at most
-    that share; so with several processes more sequences get it, and a run resumes exactly only
-    on the number of processes it started with)."""
+    """Sequences of each batch that get the term: its first ones (at most the batch). One process
+    only: ``torchrun`` training refuses the term."""
     weight: float = 1.0
     """Weight of the term beside the ELBO (> 0)."""
     start: float = 0.0

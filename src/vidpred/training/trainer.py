@@ -248,6 +248,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
     start_ckpt = ckpt_io.load(out / ckpt_io.LAST) if resume else None
     if start_ckpt is not None:  # before anything is read or built: refuse what would change the run
         _check_resume_changes(start_ckpt["config_obj"], cfg, out / ckpt_io.LAST)
+    if tc.best_of.samples and d.enabled:  # a second forward per step through the DDP wrapper: not supported
+        raise ConfigError("train.best_of runs on one process only: train without torchrun, or set train.best_of.samples=0")
     if tc.batch_size % d.world:
         raise ConfigError(f"train.batch_size {tc.batch_size} must divide evenly over {d.world} processes")
     if cfg.model.condition == "causal":
