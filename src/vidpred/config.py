@@ -116,10 +116,10 @@ class ModelConfig:
     without dragging one that the arm pulls away from."""
     arm_progress: bool = False
     """With ``pose_map``: the arm's positions that the pose maps draw (and the arm shift moves by)
-    come from a prediction instead of dead reckoning alone. A head on the predictor's output g_t
-    (which reads the latent z_t) scales each predicted step's commanded move by a factor in
-    (0, 2), exactly 1 at initialisation, and the positions accumulate those scaled moves from the
-    last observed frame. An arm that stalls against an object too heavy to push, or catches up
+    come from a prediction instead of dead reckoning alone. A linear head on the predictor's
+    output g_t and the latent z_t scales each predicted step's commanded move by a factor in
+    (0, 2), about 1 at initialisation (small random weights on z_t only), and the positions
+    accumulate those scaled moves from the last observed frame. An arm that stalls against an object too heavy to push, or catches up
     after sliding around it, is then something a latent draw can show. Needs ``condition=causal``.
     The condition's embedding (the predictor's and the encoder's input) keeps the reckoned
     positions: what the commands say."""
