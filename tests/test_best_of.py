@@ -1,6 +1,7 @@
 """Training terms for the latent: the best-of-many term (``train.best_of``: the loss by hand, its gradient, its
 settings, the loop) and the arm-position term of ``model.arm_progress`` (``train.arm_weight``)."""
 
+import re
 from contextlib import nullcontext
 
 import pytest
@@ -74,7 +75,7 @@ def test_only_the_winning_run_gets_a_gradient():
     ("train.best_of.samples=abc", "train.best_of.samples"),
 ])
 def test_best_of_settings_are_checked(override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("synth-cpu", [override])
 
 
