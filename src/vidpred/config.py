@@ -119,8 +119,9 @@ class ModelConfig:
     come from a prediction instead of dead reckoning alone. A linear head on the predictor's
     output g_t and the latent z_t scales each predicted step's commanded move by a factor in
     (0, 2), about 1 at initialisation (small random weights on z_t only), and the positions
-    accumulate those scaled moves from the last observed frame. An arm that stalls against an object too heavy to push, or catches up
-    after sliding around it, is then something a latent draw can show. Needs ``condition=causal``.
+    accumulate those scaled moves from the last observed frame. An arm that stalls against an
+    object too heavy to push, or catches up after sliding around it, is then something a latent
+    draw can show. Needs ``condition=causal``.
     The condition's embedding (the predictor's and the encoder's input) keeps the reckoned
     positions: what the commands say."""
     pose_map: bool = False
@@ -173,7 +174,8 @@ class ModelConfig:
             raise ConfigError("model.arm_progress moves the pose maps' positions: it needs model.pose_map=true")
         if self.arm_progress and self.condition != "causal":
             raise ConfigError("model.arm_progress predicts the positions that dead reckoning gives: it needs "
-                              f"model.condition=causal (under {self.condition!r} the pose maps read recorded positions)")
+                              f"model.condition=causal (under {self.condition!r} the pose maps read recorded "
+                              "positions)")
         if self.arm_gate and not self.arm_shift:
             raise ConfigError("model.arm_gate gates the arm shift: it needs model.arm_shift=true")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:

@@ -239,8 +239,8 @@ class SVG(nn.Module):
         """``model.arm_progress``: the positions of steps ``first`` .. ``first + S - 1`` (0-based; step s
         predicts frame s + 1) with each step's commanded move scaled by ``2 * sigmoid(head(g, z))``.
 
-        g (B, S, g_dim), z (B, S, z_dim) level 1's latent, pose (B, S, 2, 3) raw dead-reckoned positions of frames t-1 and t (see
-        :meth:`embed_conditions`), carry (B, 3): the position this gave the frame before ``first``
+        g (B, S, g_dim), z (B, S, z_dim) level 1's latent, pose (B, S, 2, 3) raw dead-reckoned
+        positions of frames t-1 and t (see :meth:`embed_conditions`), carry (B, 3): the position this gave the frame before ``first``
         (None at step 0). A step whose frame t-1 is observed starts from its recorded position; a
         later one from where the previous step left the arm. Returns the positions (B, S, 2, 3),
         fp32, and the carry for the next step."""
@@ -483,7 +483,8 @@ def _rollout_stepwise(
         preds.append(pred)
         coords = coords_t  # where the predicted frame's pixels come from in ref (None without model.coords)
         kls.append(kl)
-    return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1), arm=torch.cat(arms, 1) if arms else None)
+    return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1),
+                         arm=torch.cat(arms, 1) if arms else None)
 
 
 def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_cond, pose,

@@ -146,7 +146,7 @@ def best_of_many_loss(net: torch.nn.Module, frames, conds, n_past: int, samples:
     predicted frames (squared error, moving pixels weighted by ``motion_weight``, mean per frame,
     summed over frames); the mean over sequences of each one's lowest score. Only the winning
     run gets a gradient."""
-    B, T = frames.shape[:2]
+    B = frames.shape[0]
     with amp_ctx:
         out = net(frames[:, :n_past].repeat_interleave(samples, 0), conds.repeat_interleave(samples, 0), n_past,
                   use_posterior=False, noise=noise)
@@ -249,7 +249,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
     if start_ckpt is not None:  # before anything is read or built: refuse what would change the run
         _check_resume_changes(start_ckpt["config_obj"], cfg, out / ckpt_io.LAST)
     if tc.best_of.samples and d.enabled:  # a second forward per step through the DDP wrapper: not supported
-        raise ConfigError("train.best_of runs on one process only: train without torchrun, or set train.best_of.samples=0")
+        raise ConfigError("train.best_of runs on one process only: train without torchrun, "
+                          "or set train.best_of.samples=0")
     if tc.batch_size % d.world:
         raise ConfigError(f"train.batch_size {tc.batch_size} must divide evenly over {d.world} processes")
     if cfg.model.condition == "causal":
@@ -331,9 +332,9 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
     amp_ctx = lambda: autocast(device, amp)  # noqa: E731
     forward = CompiledOrEager(net, tc.compile, device, f"train {out.name}")
     noise_shape = (tc.batch_size, tc.window - 1, cfg.model.noise_dim)
-    bo = tc.best_of
-    bo_batch = min(bo.batch, local_batch)
-    bo_shape = (d.world * bo_batch * bo.samples, tc.window - 1, cfg.model.noise_dim)
+    bo = tc.best_of  # one process only (refused under torchrun above)
+    bo_batch = min(bo.batch, tc.batch_size)
+    bo_shape = (bo_batch * bo.samples, tc.window - 1, cfg.model.noise_dim)
     bo_start = math.ceil(bo.start * schedule_steps) if bo.samples else None
     last_val = history[-1]["val_psnr"] if history else None
     t_last, seqs_since = time.perf_counter(), 0
@@ -354,13 +355,13 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
             tf = use_teacher_forcing(tf_ratio, tc.seed, step)
             noise = step_noise(tc.seed, step, noise_shape)[d.rank * local_batch : (d.rank + 1) * local_batch]
             loss, mse, kl, kl_levels = compute_loss(forward, frames, conds, tc.n_past, beta, tf, noise.to(device), amp_ctx(),
-                                                     tc.motion_weight, tc.kl.free_bits, arm_weight=tc.arm_weight)
+                                                     tc.motion_weight, tc.kl.free_bits,
+                                                     arm_weight=tc.arm_weight)
             best_of = None
             if bo_start is not None and step >= bo_start:
-                rows = bo_batch * bo.samples
-                bo_noise = step_noise(tc.seed, step, bo_shape, BEST_OF_TAG)[d.rank * rows : (d.rank + 1) * rows]
+                bo_noise = step_noise(tc.seed, step, bo_shape, BEST_OF_TAG).to(device)
                 best_of = best_of_many_loss(forward, frames[:bo_batch], conds[:bo_batch], tc.n_past, bo.samples,
-                                            bo_noise.to(device), amp_ctx(), tc.motion_weight)
+                                            bo_noise, amp_ctx(), tc.motion_weight)
                 loss = loss + bo.weight * best_of
             terms = all_reduce_sum(d, torch.stack([loss.detach(), mse, kl]).double().cpu()) / d.world
             if not torch.isfinite(terms).all():
@@ -389,7 +390,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress, device: torch.device,
                 if len(levels) > 1:
                     record["kl_levels"] = levels
                 if best_of is not None:  # this step's winning runs' score (train.best_of), before its weight
-                    record["best_of"] = (all_reduce_sum(d, best_of.detach().double().cpu()[None]) / d.world).item()
+                    record["best_of"] = best_of.item()
                 log.write(record)
                 _tb_scalars(tb, record, step)
                 t_last, seqs_since = now, 0
