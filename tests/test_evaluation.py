@@ -437,3 +437,21 @@ def test_a_sequence_latent_run_trains_evaluates_and_plans(synth_root, tmp_path, 
                  "--horizon", "2", "--replan-every", "2", "--arms", "model", "--out", str(tmp_path / "p.json"),
                  "--no-progress"]) == 0
     assert json.loads((tmp_path / "p.json").read_text())["model"]["episodes"][0]["steps"] == 2
+
+
+def test_an_arm_latent_run_trains_evaluates_and_plans(synth_root, tmp_path):
+    """``model.arm_latent`` beside a sequence latent through every command: training logs the arm's
+    KL after the levels, evaluation reports and labels both, the planner samples the arm's noise."""
+    run = train_tiny(synth_root, tmp_path / "arm", ["model.arm_progress=true", "model.arm_latent=true",
+                                                    "model.seq_z=2"])
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    levels = [r["kl_levels"] for r in steps if r["kind"] == "step"]
+    assert levels and all(len(x) == 3 and x[1] > 0 for x in levels)
+    res = ev.evaluate_run(run, samples=2, seed=0, progress=False)
+    assert len(res["latent"]["kl_per_frame"]) == 3 and res["latent"]["kl_per_frame"][1] > 0
+    assert res["latent"]["arm_latent"] and res["latent"]["sequence_latent"]
+    assert "(the last two: the arm's latent and the sequence latent)" in ev.format_table(res)
+    assert main(["plan", str(run), "--episodes", "1", "--steps", "2", "--samples", "4", "--iterations", "1",
+                 "--horizon", "2", "--replan-every", "2", "--arms", "model", "--out", str(tmp_path / "p.json"),
+                 "--no-progress"]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["model"]["episodes"][0]["steps"] == 2

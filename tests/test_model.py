@@ -168,10 +168,13 @@ CDNA = dict(decoder="cdna", kernel_size=3)
      dict(CDNA, coords=True, pose_map=True, arm_shift=True, arm_gate=True),
      dict(CDNA, pose_map=True, arm_shift=True, arm_gate=True),
      dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True,
-          arm_shift=True, arm_progress=True)],
+          arm_shift=True, arm_progress=True),
+     dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True,
+          arm_shift=True, arm_progress=True, arm_latent=True, seq_z=2)],
     ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords",
          "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map", "sequence-latent",
-         "arm-shift-coords", "arm-shift-colours", "arm-gate-coords", "arm-gate-colours", "arm-progress"],
+         "arm-shift-coords", "arm-shift-colours", "arm-gate-coords", "arm-gate-colours", "arm-progress",
+         "arm-latent"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -181,17 +184,25 @@ def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     assert model.cfg.norm == "batch"
     if model.progress is not None:  # a head that moves the arm differently at every step
         torch.nn.init.normal_(model.progress.weight, std=1.0)
+    if model.arm is not None:  # and a posterior that does not just read the recorded move
+        torch.nn.init.normal_(model.arm.posterior_net[-1].weight, std=1.0)
     frames, conds = batch()
     noise = torch.randn(2, 5, model.cfg.noise_dim)
     fast = rollout(model, frames, conds, 2, noise=noise)
     step_cond, frame_cond, pose = model.embed_conditions(conds, 2)
     LZ = model.cfg.levels * model.cfg.z_dim
-    w = model.sequence_latent(frames, 2, noise[:, 0, LZ:], True)[0] if model.cfg.seq_z else None
-    slow = _rollout_stepwise(model, frames, 2, noise[..., :LZ], step_cond, frame_cond, pose, True, True, w)
+    end = LZ + model.cfg.seq_z
+    w = model.sequence_latent(frames, 2, noise[:, 0, LZ:end], True)[0] if model.cfg.seq_z else None
+    arm = None
+    if model.arm is not None:  # as rollout() hands them on: noise, commanded and recorded moves
+        arm = (noise[..., end:], pose[:, :, 1] - pose[:, :, 0], conds[:, 1:, ACTION_DIM:] - conds[:, :-1, ACTION_DIM:])
+    slow = _rollout_stepwise(model, frames, 2, noise[..., :LZ], step_cond, frame_cond, pose, True, True, w, arm)
     torch.testing.assert_close(fast.pred, slow.pred, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(fast.kl[..., : model.cfg.levels], slow.kl, rtol=1e-5, atol=1e-5)
+    n_kl = model.cfg.levels + int(model.cfg.arm_latent)  # the sequence latent's joins in rollout()
+    assert slow.kl.shape[-1] == n_kl and fast.kl.shape[-1] == n_kl + int(model.cfg.seq_z > 0)
+    torch.testing.assert_close(fast.kl[..., :n_kl], slow.kl, rtol=1e-5, atol=1e-5)
     assert fast.pred.shape == (2, 5, 3, 64, 64)
-    if model.progress is None:
+    if not model.cfg.arm_progress:
         assert fast.arm is None and slow.arm is None
     else:
         assert fast.arm.shape == (2, 5, 3)

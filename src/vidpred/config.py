@@ -124,6 +124,12 @@ class ModelConfig:
     draw can show. Needs ``condition=causal``.
     The condition's embedding (the predictor's and the encoder's input) keeps the reckoned
     positions: what the commands say."""
+    arm_latent: bool = False
+    """With ``arm_progress``: the factor on each commanded move is a one-number latent of its own
+    (``models/arm.py``) instead of a head on (g_t, z_t): a posterior that reads the recorded move
+    (training, posterior runs and observed frames only) and a learned prior, an LSTM on the previous
+    frame's encoding, the commanded move and the previous step's latent, that a free run samples.
+    Its KL joins the loss and the reported KL as one more entry after the levels."""
     pose_map: bool = False
     """Draw the end-effector positions of frames t-1 and t that the condition holds (dead
     reckoned under ``condition=causal``) as heat maps added to the decoder's features at every
@@ -176,6 +182,8 @@ class ModelConfig:
             raise ConfigError("model.arm_progress predicts the positions that dead reckoning gives: it needs "
                               f"model.condition=causal (under {self.condition!r} the pose maps read recorded "
                               "positions)")
+        if self.arm_latent and not self.arm_progress:
+            raise ConfigError("model.arm_latent is the factor of model.arm_progress: it needs model.arm_progress=true")
         if self.arm_gate and not self.arm_shift:
             raise ConfigError("model.arm_gate gates the arm shift: it needs model.arm_shift=true")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -192,8 +200,9 @@ class ModelConfig:
     @property
     def noise_dim(self) -> int:
         """Standard normal numbers per step of a rollout's reparameterisation noise: z_t at every
-        level, then (read at the first step only) the sequence latent w."""
-        return self.levels * self.z_dim + self.seq_z
+        level, then (read at the first step only) the sequence latent w, then with
+        ``arm_latent`` the arm's latent u_t."""
+        return self.levels * self.z_dim + self.seq_z + int(self.arm_latent)
 
 
 @dataclass

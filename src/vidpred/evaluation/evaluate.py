@@ -24,7 +24,8 @@ What the latent does (``latent`` in the JSON), from the same samples:
   sequence on its moving pixels (all pairs; [0, 1] units);
 * ``kl_per_frame``: KL(q || p) of that posterior run per predicted frame, in nats,
   per latent level (below ~1e-3 the posterior has collapsed onto the prior); with
-  ``model.seq_z`` the last entry is the sequence latent's KL shared out over the
+  ``model.arm_latent`` the arm latent's follows the levels (``arm_latent``: true), and
+  with ``model.seq_z`` the last entry is the sequence latent's KL shared out over the
   window's steps.
 
 The copy-last-frame baseline (every future frame = the last observed one) is
@@ -255,7 +256,8 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
          "moving_fraction": _number(cat["moving"][i].mean(), 6)}
         for i, name in enumerate(names)
     ]
-    result["latent"] = latent_summary(cat, result, samples, sequence_latent=model.cfg.seq_z > 0)
+    result["latent"] = latent_summary(cat, result, samples, sequence_latent=model.cfg.seq_z > 0,
+                                      arm_latent=model.cfg.arm_latent)
     result["n_sequences"] = n
     return result
 
@@ -291,9 +293,10 @@ def moving_diversity(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def latent_summary(cat: dict[str, torch.Tensor], result: dict, samples: int,
-                   sequence_latent: bool = False) -> dict[str, Any]:
+                   sequence_latent: bool = False, arm_latent: bool = False) -> dict[str, Any]:
     """The ``latent`` block of an evaluation (see the module docstring); ``sequence_latent``:
-    the last KL level is ``model.seq_z``'s."""
+    the last KL level is ``model.seq_z``'s; ``arm_latent``: the one after the levels is
+    ``model.arm_latent``'s."""
     model = result["model"]
 
     def gain(a, b):
@@ -312,6 +315,7 @@ def latent_summary(cat: dict[str, torch.Tensor], result: dict, samples: int,
         "kl_per_frame": [round(float(x), 6) for x in kl.mean(dim=(0, 1))],
         "kl_per_frame_per_step": [round(float(x), 6) for x in kl.sum(-1).mean(0)],
         "sequence_latent": sequence_latent,
+        "arm_latent": arm_latent,
     }
 
 
@@ -428,7 +432,9 @@ def format_latent(latent: dict | None) -> list[str]:
     f = lambda v, fmt="{:+.2f}": "n/a" if v is None else fmt.format(v)  # noqa: E731
     best, post = latent["best_of_n_gain_db"], latent["posterior_gain_db"]
     kl = ", ".join(f"{v:.3g}" for v in latent["kl_per_frame"])
-    seq = latent.get("sequence_latent", False)
+    extra = [name for key, name in (("arm_latent", "the arm's latent"), ("sequence_latent", "the sequence latent"))
+             if latent.get(key, False)]
+    extra = f" (the last{' two' if len(extra) == 2 else ''}: {' and '.join(extra)})" if extra else ""
     return ["", "latent",
             f"  best of {latent['samples']} minus mean sample: {f(best['psnr'])} dB whole frame, "
             f"{f(best['psnr_moving'])} dB moving region",
@@ -436,7 +442,7 @@ def format_latent(latent: dict | None) -> list[str]:
             f"{f(post['psnr_moving'])} dB moving region",
             f"  sample diversity on the moving pixels: {f(latent['diversity_moving'], '{:.4f}')} "
             f"(mean |difference| between two samples)",
-            f"  KL(q || p) per predicted frame, per level{' (the last: the sequence latent)' if seq else ''}: {kl} nats"]
+            f"  KL(q || p) per predicted frame, per level{extra}: {kl} nats"]
 
 
 @torch.no_grad()

@@ -43,7 +43,8 @@ composites them with observed backgrounds and a generated image
 With ``model.pose_map`` the two end-effector positions of step t's condition are also
 drawn as heat maps added to the decoder's features (``models/pose.py``), so it knows
 where in the image the arm goes; with ``model.arm_progress`` those positions are predicted:
-each step's commanded move scaled by a factor read from g_t and z_t, so a sample
+each step's commanded move scaled by a factor read from g_t and z_t (or, with
+``model.arm_latent``, drawn from a latent of its own, ``models/arm.py``), so a sample
 can show the arm stalled against a heavy object.
 """
 
@@ -56,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidpred.config import ModelConfig
+from vidpred.models.arm import ArmLatent
 from vidpred.models.codecs import build_codec, norm_groups, per_step_statistics
 from vidpred.models.pose import PoseMap
 from vidpred.models.recurrent import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
@@ -73,9 +75,10 @@ class RolloutOutput:
     pred: torch.Tensor
     """(B, T-1, 3, H, W): predictions of frames 1..T-1 (future ones are ``pred[:, n_past-1:]``)."""
     kl: torch.Tensor
-    """(B, T-1, levels (+1 with ``model.seq_z``)): KL(q || p) per step and latent level, summed
-    over latent dims (zeros where z came from the prior); the sequence latent's KL, if any, is
-    the last column, spread evenly over the steps."""
+    """(B, T-1, levels (+1 with ``model.arm_latent``, +1 with ``model.seq_z``)): KL(q || p) per
+    step and latent level, summed over latent dims (zeros where z came from the prior); the arm
+    latent's KL, if any, follows the levels, and the sequence latent's, if any, is the last
+    column, spread evenly over the steps."""
     arm: torch.Tensor | None = None
     """(B, T-1, 3) with ``model.arm_progress``: the arm positions the model predicted for frames
     1..T-1 (raw units, fp32), else None."""
@@ -150,11 +153,13 @@ class SVG(nn.Module):
         # (g_t, z_t). 2 * sigmoid(0) = 1: dead reckoning at initialisation, but for small random
         # weights on z_t, so that from the first step the posterior gets a gradient through it
         # (with all weights zero none reaches z until g_t carries a stall by itself).
-        self.progress = nn.Linear(G + Z, 1) if cfg.arm_progress else None
+        self.progress = nn.Linear(G + Z, 1) if cfg.arm_progress and not cfg.arm_latent else None
         if self.progress is not None:
             nn.init.zeros_(self.progress.weight)
             nn.init.normal_(self.progress.weight[:, G:], std=PROGRESS_Z_INIT)
             nn.init.zeros_(self.progress.bias)
+        # model.arm_latent: that factor as a latent of its own, with a posterior and a learned prior
+        self.arm = ArmLatent(G, cfg.rnn_size, cfg.prior_layers) if cfg.arm_latent else None
         self.flow = nn.Linear(G, 2 * FLOW_GRID * FLOW_GRID) if cfg.align else None
         if self.flow is not None:  # start as the identity warp
             nn.init.zeros_(self.flow.weight)
@@ -234,18 +239,24 @@ class SVG(nn.Module):
 
         return torch.stack([reckoned(frame - 1), reckoned(frame)], 2)
 
-    def progress_pose(self, g: torch.Tensor, z: torch.Tensor, pose: torch.Tensor, first: int, n_past: int,
+    def progress_factor(self, g: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``model.arm_progress`` without ``arm_latent``: the factor ``2 * sigmoid(head(g, z))``
+        (B, S, 1), fp32, from g (B, S, g_dim) and level 1's latent z (B, S, z_dim)."""
+        with torch.autocast(device_type=g.device.type, enabled=False):
+            return 2 * torch.sigmoid(self.progress(torch.cat([g, z], -1).float()))
+
+    def progress_pose(self, alpha: torch.Tensor, pose: torch.Tensor, first: int, n_past: int,
                       carry: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``model.arm_progress``: the positions of steps ``first`` .. ``first + S - 1`` (0-based; step s
-        predicts frame s + 1) with each step's commanded move scaled by ``2 * sigmoid(head(g, z))``.
+        predicts frame s + 1) with each step's commanded move scaled by ``alpha`` (B, S, 1).
 
-        g (B, S, g_dim), z (B, S, z_dim) level 1's latent, pose (B, S, 2, 3) raw dead-reckoned
-        positions of frames t-1 and t (see :meth:`embed_conditions`), carry (B, 3): the position this gave the frame before ``first``
+        pose (B, S, 2, 3): raw dead-reckoned positions of frames t-1 and t (see
+        :meth:`embed_conditions`), carry (B, 3): the position this gave the frame before ``first``
         (None at step 0). A step whose frame t-1 is observed starts from its recorded position; a
         later one from where the previous step left the arm. Returns the positions (B, S, 2, 3),
         fp32, and the carry for the next step."""
         with torch.autocast(device_type=pose.device.type, enabled=False):
-            alpha = 2 * torch.sigmoid(self.progress(torch.cat([g, z], -1).float()))  # (B, S, 1)
+            alpha = alpha.float()
             pose = pose.float()
             out = []
             for j in range(pose.shape[1]):
@@ -253,6 +264,26 @@ class SVG(nn.Module):
                 carry = start + alpha[:, j] * (pose[:, j, 1] - pose[:, j, 0])
                 out.append(torch.stack([start, carry], 1))
         return torch.stack(out, 1), carry
+
+    def arm_latents(self, h_prev: torch.Tensor, commanded: torch.Tensor, recorded: torch.Tensor | None,
+                    eps: torch.Tensor, u_prev: torch.Tensor | None, state, use_posterior: bool):
+        """``model.arm_latent`` for S steps: the latents u (B, S, 1), their KL (B, S) and the
+        prior's new state.
+
+        h_prev (B, S, g) encodings of frames t-1, commanded and recorded (B, S, 3) raw moves
+        (recorded: read only with ``use_posterior``), eps (B, S, 1) standard normal noise, u_prev
+        (B, 1) the latent of the step before (None: zero, the window's start). With
+        ``use_posterior`` u comes from q and the prior runs over all S steps on it (training);
+        else from the prior, one step (S = 1) at a time, with KL 0."""
+        B, S = eps.shape[:2]
+        first = torch.zeros(B, 1, 1, device=eps.device) if u_prev is None else u_prev.float()[:, None]
+        if not use_posterior:
+            mu_p, lv_p, state = self.arm.prior_step(h_prev, commanded, first, state)
+            return reparameterize(mu_p, lv_p, eps.float()), torch.zeros(B, S, device=eps.device), state
+        mu_q, lv_q = self.arm.posterior(commanded, recorded)
+        u = reparameterize(mu_q, lv_q, eps.float())
+        mu_p, lv_p, state = self.arm.prior_step(h_prev, commanded, torch.cat([first, u[:, :-1]], 1), state)
+        return u, gaussian_kl(mu_q, lv_q, mu_p, lv_p), state
 
     def encode(self, frames: torch.Tensor, frame_cond: torch.Tensor | None = None):
         """frames (B, S, 3, H, W) -> h (B, S, g), skips [(B, S, C, h, w)], all frames in one batched pass."""
@@ -401,7 +432,8 @@ def rollout(
         (True) or the model's own prediction (False). Sampling implies False.
     noise (B, T-1, cfg.noise_dim): the standard normal eps of the
         reparameterisation (z_t at every level; with ``model.seq_z`` the sequence
-        latent's eps follows in the first step's row); drawn with ``generator`` when None.
+        latent's eps follows in the first step's row; with ``model.arm_latent`` the arm
+        latent's comes last); drawn with ``generator`` when None.
     """
     B, T = conds.shape[:2]
     L, Z = model.cfg.levels, model.cfg.z_dim
@@ -412,14 +444,19 @@ def rollout(
                             dtype=frames.dtype)
     step_cond, frame_cond, pose = model.embed_conditions(conds, n_past)
     w = kl_w = None
+    seq_end = L * Z + model.cfg.seq_z
     if model.seq_posterior is not None:
-        w, kl_w = model.sequence_latent(frames[:, :T], n_past, noise[:, 0, L * Z :], use_posterior)
+        w, kl_w = model.sequence_latent(frames[:, :T], n_past, noise[:, 0, L * Z : seq_end], use_posterior)
+    arm = None
+    if model.arm is not None:  # (noise, commanded moves, recorded moves), each (B, T-1, ...)
+        arm = (noise[..., seq_end : seq_end + 1], pose[:, :, 1] - pose[:, :, 0],
+               conds[:, 1:, ACTION_DIM:] - conds[:, :-1, ACTION_DIM:])
     noise = noise[..., : L * Z]
     if use_posterior and teacher_forcing:
-        out = _rollout_teacher_forced(model, frames, n_past, noise, step_cond, frame_cond, pose, w)
+        out = _rollout_teacher_forced(model, frames, n_past, noise, step_cond, frame_cond, pose, w, arm)
     else:
         out = _rollout_stepwise(model, frames, n_past, noise, step_cond, frame_cond, pose, use_posterior,
-                                teacher_forcing, w)
+                                teacher_forcing, w, arm)
     if kl_w is not None:  # the sequence latent's KL as one more level, shared out over the steps
         out.kl = torch.cat([out.kl, (kl_w / (T - 1))[:, None, None].expand(B, T - 1, 1).to(out.kl.dtype)], -1)
     return out
@@ -427,7 +464,7 @@ def rollout(
 
 def _rollout_stepwise(
     model: SVG, frames, n_past, noise, step_cond, frame_cond, pose, use_posterior: bool, teacher_forcing: bool,
-    w: torch.Tensor | None = None,
+    w: torch.Tensor | None = None, arm_in: tuple | None = None,
 ) -> RolloutOutput:
     """Step by step: ground truth is encoded in one batched pass, predicted frames
     only as they are fed back."""
@@ -450,6 +487,7 @@ def _rollout_stepwise(
     ident = identity_coords(B, H, W, frames.device)[:, None] if model.cfg.coords else None  # (B, 1, 2, H, W)
     ref = coords = None
     arm = None  # model.arm_progress: the arm's position in the frame last predicted
+    u = arm_state = None  # model.arm_latent: the last step's latent and its prior's state
     for t in range(1, T):
         if t - 1 < n_past or (teacher_forcing and t - 1 < n_known):
             h_prev = h_gt[:, t - 1 : t]
@@ -476,8 +514,15 @@ def _rollout_stepwise(
         inp = [h_prev, z_top] + ([w[:, None]] if w is not None else []) + ([e] if e is not None else [])
         g, pred_state = model.predictor(torch.cat(inp, -1), pred_state)
         pose_t = None if pose is None else pose[:, t - 1 : t]
-        if model.progress is not None:
-            pose_t, arm = model.progress_pose(g, z_top, pose_t, t - 1, n_past, arm)
+        if arm_in is not None:
+            eps_u, commanded, recorded = (a[:, t - 1 : t] for a in arm_in)
+            u, kl_u, arm_state = model.arm_latents(h_prev, commanded, recorded, eps_u, u, arm_state, posterior_now)
+            u = u[:, 0]
+            kl = torch.cat([kl, (kl_u if use_posterior else torch.zeros_like(kl_u))[..., None].to(kl.dtype)], -1)
+            pose_t, arm = model.progress_pose(model.arm.factor(u[:, None]), pose_t, t - 1, n_past, arm)
+            arms.append(arm[:, None])
+        elif model.progress is not None:
+            pose_t, arm = model.progress_pose(model.progress_factor(g, z_top), pose_t, t - 1, n_past, arm)
             arms.append(arm[:, None])
         pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords), pose_t)
         preds.append(pred)
@@ -488,7 +533,7 @@ def _rollout_stepwise(
 
 
 def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_cond, pose,
-                            w: torch.Tensor | None = None) -> RolloutOutput:
+                            w: torch.Tensor | None = None, arm_in: tuple | None = None) -> RolloutOutput:
     """All inputs are ground truth, so every LSTM runs over the whole window in one call
     and every frame is encoded and decoded in one batched pass."""
     B, T = frames.shape[:2]
@@ -504,8 +549,13 @@ def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_
     ident = identity_coords(B * (T - 1), H, W, frames.device).view(B, T - 1, 2, H, W) if model.cfg.coords else None
     context = (frames[:, :-1], frames[:, 0], frames[:, last], frames[:, :-1], ident)
     arm = None
-    if model.progress is not None:
-        pose, _ = model.progress_pose(g, z[..., : model.cfg.z_dim], pose, 0, n_past)
+    if arm_in is not None:
+        u, kl_u, _ = model.arm_latents(h[:, :-1], arm_in[1], arm_in[2], arm_in[0], None, None, True)
+        kl = torch.cat([kl, kl_u[..., None].to(kl.dtype)], -1)
+        pose, _ = model.progress_pose(model.arm.factor(u), pose, 0, n_past)
+        arm = pose[:, :, 1]
+    elif model.progress is not None:
+        pose, _ = model.progress_pose(model.progress_factor(g, z[..., : model.cfg.z_dim]), pose, 0, n_past)
         arm = pose[:, :, 1]
     pred, _ = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context, pose)
     return RolloutOutput(pred=pred, kl=kl, arm=arm)

@@ -1,0 +1,78 @@
+"""The arm's own latent (``model.arm_latent``): how far along its commanded move the arm gets.
+
+Under causal conditioning the model knows where the commands send the arm, not whether it
+gets there: in the synthetic world it stalls against an object too heavy to push, or slides
+around one, and which objects are heavy is hidden. With ``model.arm_progress`` each predicted
+step's commanded move is scaled by a factor alpha_t in (0, 2); this module makes that factor a
+one-number latent u_t of its own, alpha_t = 2 * sigmoid(u_t), with
+
+    q(u_t | recorded move, commanded move)      posterior: where the arm really went
+    p(u_t | h_{t-1}, commanded move, u_{t-1})   learned prior (an LSTM): when it may stall
+
+The posterior's mean starts at the logit of the least-squares progress that the recorded move
+shows along the commanded one, so the pose maps draw the true arm from the first training
+step, and a small net learns the rest. The prior is trained by the KL term like SVG's learned
+prior, and a free run samples from it: a sample can show the arm stalled, another pushing on.
+The recorded positions are read only where the posterior is (training, a posterior run, and
+the observed frames), never for a frame a free run predicts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vidpred.models.recurrent import GaussianLSTM, State
+
+MOVE_PX = 64.0  # positions are table fractions of the 64 px frame (the synthetic world's units)
+MOVE_SCALE = 4.0  # moves enter the nets in units of 4 px
+MIN_MOVE_PX = 0.5  # a commanded move shorter than this has no progress to read (u = 0)
+PROGRESS_CLAMP = 0.01  # the posterior's starting mean is the logit of progress / 2 in [0.01, 0.99]
+ARM_HIDDEN = 32
+POSTERIOR_LOGVAR_INIT = -4.0  # start confident: the recorded move says what the arm did
+
+
+def progress_logit(commanded: torch.Tensor, recorded: torch.Tensor) -> torch.Tensor:
+    """(B, S, 3) raw moves twice -> (B, S, 1): logit(p / 2) of the least-squares progress p that
+    the recorded move makes along the commanded one (x and y), clamped to [0.01, 0.99] before
+    the logit; 0 (progress 1) where the command moves the arm less than ``MIN_MOVE_PX``."""
+    c, r = commanded[..., :2] * MOVE_PX, recorded[..., :2] * MOVE_PX
+    norm2 = (c * c).sum(-1, keepdim=True)
+    half = ((c * r).sum(-1, keepdim=True) / norm2.clamp(min=MIN_MOVE_PX**2) / 2)
+    half = half.clamp(PROGRESS_CLAMP, 1 - PROGRESS_CLAMP)
+    return torch.where(norm2 >= MIN_MOVE_PX**2, torch.logit(half), torch.zeros_like(half))
+
+
+class ArmLatent(nn.Module):
+    def __init__(self, h_dim: int, rnn_size: int, prior_layers: int) -> None:
+        super().__init__()
+        self.posterior_net = nn.Sequential(nn.Linear(7, ARM_HIDDEN), nn.LeakyReLU(0.2), nn.Linear(ARM_HIDDEN, 2))
+        last = self.posterior_net[-1]
+        nn.init.zeros_(last.weight)  # mean: the progress logit itself; log-variance: a constant
+        nn.init.zeros_(last.bias)
+        with torch.no_grad():
+            last.bias[1] = POSTERIOR_LOGVAR_INIT
+        self.prior = GaussianLSTM(h_dim + 3 + 1, rnn_size, 1, prior_layers)
+
+    def posterior(self, commanded: torch.Tensor, recorded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw moves (B, S, 3) twice -> mean and log-variance (B, S, 1) of q(u_t), fp32."""
+        commanded, recorded = commanded.float(), recorded.float()
+        lg = progress_logit(commanded, recorded)
+        x = torch.cat([commanded * (MOVE_PX / MOVE_SCALE), recorded * (MOVE_PX / MOVE_SCALE), lg], -1)
+        d_mu, logvar = self.posterior_net(x).chunk(2, -1)
+        return lg + d_mu, logvar
+
+    def prior_step(self, h_prev: torch.Tensor, commanded: torch.Tensor, u_prev: torch.Tensor,
+                   state: State = None) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """h_prev (B, S, h_dim) encodings of frames t-1, commanded (B, S, 3) raw moves, u_prev
+        (B, S, 1) the latent of the step before (0 before the first) -> mean, log-variance (B, S, 1)
+        of p(u_t), fp32, and the LSTM's state."""
+        x = torch.cat([h_prev.float(), commanded.float() * (MOVE_PX / MOVE_SCALE), u_prev.float()], -1)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            mu, logvar, state = self.prior(x, state)
+        return mu, logvar, state
+
+    @staticmethod
+    def factor(u: torch.Tensor) -> torch.Tensor:
+        """The commanded move's scale alpha = 2 * sigmoid(u), in (0, 2); 1 at u = 0."""
+        return 2 * torch.sigmoid(u)

@@ -1,0 +1,113 @@
+"""``model.arm_latent``: the arm's progress along its commanded moves as a latent of its own,
+read from the recorded moves by the posterior, sampled from a learned prior in a free run."""
+
+import math
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+from vidpred.config import ModelConfig
+from vidpred.errors import ConfigError
+from vidpred.models.arm import progress_logit
+from vidpred.models.svg import ACTION_DIM, SVG, rollout
+from vidpred.training.trainer import compute_loss
+
+ARM = dict(width=4, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8, norm="group", decoder="cdna", kernel_size=3,
+           coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True, arm_shift=True,
+           arm_progress=True, arm_latent=True)
+MOVE = torch.tensor([0.05, 0.01, 0.0])  # commanded per step: 3.2 px right, 0.64 px down
+START = torch.tensor([0.3, 0.5, 0.02])
+
+
+def model_and_window(stall_from: int = 3, seed: int = 0):
+    """A tiny arm-latent model and a window of 6 frames whose arm follows its commands up to frame
+    ``stall_from`` and then stays there (an object too heavy to push)."""
+    torch.manual_seed(seed)
+    model = SVG(ModelConfig(**ARM)).eval()
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.rand(2, 6, 3, 64, 64, generator=g)
+    conds = torch.zeros(2, 6, 7)
+    conds[..., :3] = MOVE
+    steps = torch.arange(6).clamp(max=stall_from).float()
+    conds[..., ACTION_DIM:] = START + steps[:, None] * MOVE
+    return model, frames, conds
+
+
+def test_progress_logit_is_the_logit_of_half_the_progress_along_the_command():
+    c = MOVE.expand(5, 3)
+    r = torch.stack([MOVE, 0.5 * MOVE, torch.zeros(3), torch.tensor([-0.01, 0.05, 0.0]), 1.5 * MOVE])
+    got = progress_logit(c[None], r[None])[0, :, 0]
+    want = torch.tensor([0.0, math.log(0.25 / 0.75), math.log(0.01 / 0.99), math.log(0.01 / 0.99),
+                         math.log(0.75 / 0.25)])  # full, half, stalled, at right angles, 1.5x
+    torch.testing.assert_close(got, want)
+    # a command under half a pixel has no progress to read: 0, dead reckoning
+    assert progress_logit(torch.full((1, 1, 3), 0.004), torch.zeros(1, 1, 3)).item() == 0
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_the_posterior_puts_the_arm_where_it_was_recorded_and_stalled(teacher_forcing):
+    """With the arm latent's noise at zero its posterior run follows the recorded arm, stall and
+    all (within 0.2 px, the clamped logit's creep), where dead reckoning runs on by 6.5 px."""
+    model, frames, conds = model_and_window(stall_from=3)
+    noise = torch.zeros(2, 5, model.cfg.noise_dim)
+    with torch.no_grad():
+        out = rollout(model, frames, conds, 2, use_posterior=True, teacher_forcing=teacher_forcing, noise=noise)
+    recorded = conds[:, 1:, ACTION_DIM:]
+    assert (out.arm - recorded).abs().max() < 0.2 / 64
+    reckoned = model.embed_conditions(conds, 2)[2][:, :, 1]
+    assert (reckoned - recorded).abs().max() > 6 / 64
+    assert out.kl.shape == (2, 5, model.cfg.levels + 1) and (out.kl[..., -1] > 0).all()
+
+
+def test_a_free_run_reads_no_recorded_position_of_a_frame_it_predicts_and_samples_the_prior():
+    """From the prior: the future's recorded positions change nothing; the arm's noise changes
+    the arm (and, with a confident prior, its mean sets how far the arm gets)."""
+    model, frames, conds = model_and_window(stall_from=3)
+    other = conds.clone()
+    other[:, 2:, ACTION_DIM:] = torch.rand(2, 4, 3)  # positions of frames not yet seen
+    noise = torch.randn(2, 5, model.cfg.noise_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = rollout(model, frames, conds, 2, use_posterior=False, noise=noise)
+        b = rollout(model, frames[:, :2], other, 2, use_posterior=False, noise=noise)
+        torch.testing.assert_close(a.pred, b.pred)
+        torch.testing.assert_close(a.arm, b.arm)
+        assert a.kl.abs().max() == 0 and a.kl.shape[-1] == model.cfg.levels + 1
+        moved = noise.clone()
+        moved[..., -1] += 1.0
+        c = rollout(model, frames, conds, 2, use_posterior=False, noise=moved)
+        assert (c.arm[:, 1:] - a.arm[:, 1:]).abs().max() > 1e-4  # the arm's own noise moves it
+        # frame 1 is observed: its factor comes from the posterior, which reads the recorded move
+        assert (a.arm[:, 0] - conds[:, 1, ACTION_DIM:]).abs().max() < 1 / 64
+        prior = model.arm.prior
+        prior.logvar.bias.fill_(-30.0)  # a confident prior: its mean alone sets the factor
+        prior.logvar.weight.zero_()
+        prior.mu.weight.zero_()
+        for mean, factor in ((-30.0, 0.0), (0.0, 1.0)):
+            prior.mu.bias.fill_(mean)
+            arm = rollout(model, frames, conds, 2, use_posterior=False, noise=noise).arm
+            # frames 0 and 1 observed: frame 2 on is frame 1's recorded position + factor x the moves since
+            k = torch.arange(1, 5).float()[:, None]
+            want = conds[:, 1, ACTION_DIM:][:, None] + factor * k * MOVE
+            torch.testing.assert_close(arm[:, 1:], want, rtol=0, atol=1e-6)
+
+
+def test_the_kl_trains_the_arm_prior_and_the_arm_nets_get_gradients():
+    model, frames, conds = model_and_window()
+    model.train()
+    noise = torch.randn(2, 5, model.cfg.noise_dim, generator=torch.Generator().manual_seed(2))
+    for forced in (True, False):
+        model.zero_grad()
+        loss, _, kl, kl_levels = compute_loss(model, frames, conds, 2, 1e-4, forced, noise, nullcontext())
+        assert kl_levels.shape == (model.cfg.levels + 1,) and kl_levels[-1] > 0
+        loss.backward()
+        for net in (model.arm.prior, model.arm.posterior_net):
+            assert sum(p.grad.abs().sum() for p in net.parameters()) > 0
+
+
+def test_arm_latent_settings():
+    assert ModelConfig(**ARM).noise_dim == 4 + 1
+    assert ModelConfig(**{**ARM, "seq_z": 3, "levels": 2}).noise_dim == 2 * 4 + 3 + 1
+    with pytest.raises(ConfigError, match="model.arm_latent .*model.arm_progress=true"):
+        ModelConfig(**{**ARM, "arm_progress": False})
+    assert SVG(ModelConfig(**ARM)).progress is None  # the latent replaces the head on (g, z)
