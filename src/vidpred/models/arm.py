@@ -7,12 +7,15 @@ step's commanded move is scaled by a factor alpha_t in (0, 2); this module makes
 one-number latent u_t of its own, alpha_t = 2 * sigmoid(u_t), with
 
     q(u_t | recorded move, commanded move)      posterior: where the arm really went
-    p(u_t | h_{t-1}, commanded move, u_{t-1})   learned prior (an LSTM): when it may stall
+    p(u_t | h_{t-1}, commanded move)            learned prior (an LSTM): when it may stall
 
 The posterior's mean starts at the logit of the least-squares progress that the recorded move
 shows along the commanded one, so the pose maps draw the true arm from the first training
 step, and a small net learns the rest. The prior is trained by the KL term like SVG's learned
 prior, and a free run samples from it: a sample can show the arm stalled, another pushing on.
+The prior does not read u_{t-1}: trained on the posterior's u_{t-1} it then took its own draws
+in a free run for signs of a stall or a catch-up and wandered off (a step's factor from 0.1 to
+1.9 where the arm moved freely); what a stall looks like it reads from frame t-1.
 The recorded positions are read only where the posterior is (training, a posterior run, and
 the observed frames), never for a frame a free run predicts.
 """
@@ -52,7 +55,7 @@ class ArmLatent(nn.Module):
         nn.init.zeros_(last.bias)
         with torch.no_grad():
             last.bias[1] = POSTERIOR_LOGVAR_INIT
-        self.prior = GaussianLSTM(h_dim + 3 + 1, rnn_size, 1, prior_layers)
+        self.prior = GaussianLSTM(h_dim + 3, rnn_size, 1, prior_layers)
 
     def posterior(self, commanded: torch.Tensor, recorded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw moves (B, S, 3) twice -> mean and log-variance (B, S, 1) of q(u_t), fp32."""
@@ -62,12 +65,11 @@ class ArmLatent(nn.Module):
         d_mu, logvar = self.posterior_net(x).chunk(2, -1)
         return lg + d_mu, logvar
 
-    def prior_step(self, h_prev: torch.Tensor, commanded: torch.Tensor, u_prev: torch.Tensor,
+    def prior_step(self, h_prev: torch.Tensor, commanded: torch.Tensor,
                    state: State = None) -> tuple[torch.Tensor, torch.Tensor, State]:
-        """h_prev (B, S, h_dim) encodings of frames t-1, commanded (B, S, 3) raw moves, u_prev
-        (B, S, 1) the latent of the step before (0 before the first) -> mean, log-variance (B, S, 1)
-        of p(u_t), fp32, and the LSTM's state."""
-        x = torch.cat([h_prev.float(), commanded.float() * (MOVE_PX / MOVE_SCALE), u_prev.float()], -1)
+        """h_prev (B, S, h_dim) encodings of frames t-1, commanded (B, S, 3) raw moves -> mean and
+        log-variance (B, S, 1) of p(u_t), fp32, and the LSTM's state."""
+        x = torch.cat([h_prev.float(), commanded.float() * (MOVE_PX / MOVE_SCALE)], -1)
         with torch.autocast(device_type=x.device.type, enabled=False):
             mu, logvar, state = self.prior(x, state)
         return mu, logvar, state
