@@ -111,3 +111,16 @@ def test_arm_latent_settings():
     with pytest.raises(ConfigError, match="model.arm_latent .*model.arm_progress=true"):
         ModelConfig(**{**ARM, "arm_progress": False})
     assert SVG(ModelConfig(**ARM)).progress is None  # the latent replaces the head on (g, z)
+
+
+def test_the_prior_reads_whether_the_arm_was_stalled_not_the_raw_latent():
+    """The prior's input ends with s = sigmoid(-2 (u_prev + 2)): about 1 after a stalled step, about
+    0 after a free one, and a free step's jitter (a draw 0.5 off) barely moves it."""
+    model = SVG(ModelConfig(**ARM))
+    seen = []
+    model.arm.prior.embed.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    u_prev = torch.tensor([-4.0, 0.0, 0.5, -0.5]).view(4, 1, 1)
+    model.arm.prior_step(torch.zeros(4, 1, 16), torch.zeros(4, 1, 3), u_prev)
+    s = seen[0][:, 0, -1]
+    torch.testing.assert_close(s, torch.sigmoid(-2 * (u_prev.view(4) + 2)))
+    assert s[0] > 0.95 and s[1:].max() < 0.05

@@ -7,15 +7,19 @@ step's commanded move is scaled by a factor alpha_t in (0, 2); this module makes
 one-number latent u_t of its own, alpha_t = 2 * sigmoid(u_t), with
 
     q(u_t | recorded move, commanded move)      posterior: where the arm really went
-    p(u_t | h_{t-1}, commanded move)            learned prior (an LSTM): when it may stall
+    p(u_t | h_{t-1}, commanded move, s_{t-1})   learned prior (an LSTM): when it may stall
 
 The posterior's mean starts at the logit of the least-squares progress that the recorded move
 shows along the commanded one, so the pose maps draw the true arm from the first training
 step, and a small net learns the rest. The prior is trained by the KL term like SVG's learned
 prior, and a free run samples from it: a sample can show the arm stalled, another pushing on.
-The prior does not read u_{t-1}: trained on the posterior's u_{t-1} it then took its own draws
-in a free run for signs of a stall or a catch-up and wandered off (a step's factor from 0.1 to
-1.9 where the arm moved freely); what a stall looks like it reads from frame t-1.
+A stall lasts (the object stays heavy), so the prior reads whether the arm was stalled at the
+step before: s_{t-1} = sigmoid(-2 (u_{t-1} + 2)), about 1 for a factor below 0.24, about 0 for
+one near 1. It does not read u_{t-1} itself: trained on the posterior's u_{t-1}, which is within
+0.1 of 0 where the arm moves freely, it took its own draws in a free run (0.35 apart) for the
+start of a stall or a catch-up and wandered off, a step's factor anywhere from 0.1 to 1.9.
+Without s_{t-1} (frame t-1 alone) it learned nothing in 600 steps: one wide Gaussian for
+every step.
 The recorded positions are read only where the posterior is (training, a posterior run, and
 the observed frames), never for a frame a free run predicts.
 """
@@ -30,6 +34,7 @@ from vidpred.models.recurrent import GaussianLSTM, State
 MOVE_PX = 64.0  # positions are table fractions of the 64 px frame (the synthetic world's units)
 MOVE_SCALE = 4.0  # moves enter the nets in units of 4 px
 MIN_MOVE_PX = 0.5  # a commanded move shorter than this has no progress to read (u = 0)
+STALL_LOGIT, STALL_SHARPNESS = -2.0, 2.0  # s = sigmoid(-2 (u + 2)): 1 for a stalled step, 0 for a free one
 PROGRESS_CLAMP = 0.01  # the posterior's starting mean is the logit of progress / 2 in [0.01, 0.99]
 ARM_HIDDEN = 32
 POSTERIOR_LOGVAR_INIT = -4.0  # start confident: the recorded move says what the arm did
@@ -55,7 +60,7 @@ class ArmLatent(nn.Module):
         nn.init.zeros_(last.bias)
         with torch.no_grad():
             last.bias[1] = POSTERIOR_LOGVAR_INIT
-        self.prior = GaussianLSTM(h_dim + 3, rnn_size, 1, prior_layers)
+        self.prior = GaussianLSTM(h_dim + 3 + 1, rnn_size, 1, prior_layers)
 
     def posterior(self, commanded: torch.Tensor, recorded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw moves (B, S, 3) twice -> mean and log-variance (B, S, 1) of q(u_t), fp32."""
@@ -65,11 +70,13 @@ class ArmLatent(nn.Module):
         d_mu, logvar = self.posterior_net(x).chunk(2, -1)
         return lg + d_mu, logvar
 
-    def prior_step(self, h_prev: torch.Tensor, commanded: torch.Tensor,
+    def prior_step(self, h_prev: torch.Tensor, commanded: torch.Tensor, u_prev: torch.Tensor,
                    state: State = None) -> tuple[torch.Tensor, torch.Tensor, State]:
-        """h_prev (B, S, h_dim) encodings of frames t-1, commanded (B, S, 3) raw moves -> mean and
+        """h_prev (B, S, h_dim) encodings of frames t-1, commanded (B, S, 3) raw moves, u_prev
+        (B, S, 1) the latents of the steps before (0, a free step, before the first) -> mean and
         log-variance (B, S, 1) of p(u_t), fp32, and the LSTM's state."""
-        x = torch.cat([h_prev.float(), commanded.float() * (MOVE_PX / MOVE_SCALE)], -1)
+        stalled = torch.sigmoid(-STALL_SHARPNESS * (u_prev.float() - STALL_LOGIT))
+        x = torch.cat([h_prev.float(), commanded.float() * (MOVE_PX / MOVE_SCALE), stalled], -1)
         with torch.autocast(device_type=x.device.type, enabled=False):
             mu, logvar, state = self.prior(x, state)
         return mu, logvar, state

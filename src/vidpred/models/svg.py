@@ -266,19 +266,24 @@ class SVG(nn.Module):
         return torch.stack(out, 1), carry
 
     def arm_latents(self, h_prev: torch.Tensor, commanded: torch.Tensor, recorded: torch.Tensor | None,
-                    eps: torch.Tensor, state, use_posterior: bool):
+                    eps: torch.Tensor, u_prev: torch.Tensor | None, state, use_posterior: bool):
         """``model.arm_latent`` for S steps: the latents u (B, S, 1), their KL (B, S) and the
         prior's new state.
 
         h_prev (B, S, g) encodings of frames t-1, commanded and recorded (B, S, 3) raw moves
-        (recorded: read only with ``use_posterior``), eps (B, S, 1) standard normal noise, state
-        the prior's (None: the window's start). With ``use_posterior`` u comes from q and the KL
-        is against the prior; else u comes from the prior, with KL 0."""
-        mu_p, lv_p, state = self.arm.prior_step(h_prev, commanded, state)
+        (recorded: read only with ``use_posterior``), eps (B, S, 1) standard normal noise, u_prev
+        (B, 1, 1) the latent of the step before (None: the window's start, taken as 0), state the
+        prior's. With ``use_posterior`` u comes from q and the prior runs over all S steps on it
+        (training); else from the prior, one step (S = 1) at a time, with KL 0."""
+        B, S = eps.shape[:2]
+        first = torch.zeros(B, 1, 1, device=eps.device) if u_prev is None else u_prev.float()
         if not use_posterior:
+            mu_p, lv_p, state = self.arm.prior_step(h_prev, commanded, first, state)
             return reparameterize(mu_p, lv_p, eps.float()), torch.zeros_like(mu_p[..., 0]), state
         mu_q, lv_q = self.arm.posterior(commanded, recorded)
-        return reparameterize(mu_q, lv_q, eps.float()), gaussian_kl(mu_q, lv_q, mu_p, lv_p), state
+        u = reparameterize(mu_q, lv_q, eps.float())
+        mu_p, lv_p, state = self.arm.prior_step(h_prev, commanded, torch.cat([first, u[:, :-1]], 1), state)
+        return u, gaussian_kl(mu_q, lv_q, mu_p, lv_p), state
 
     def encode(self, frames: torch.Tensor, frame_cond: torch.Tensor | None = None):
         """frames (B, S, 3, H, W) -> h (B, S, g), skips [(B, S, C, h, w)], all frames in one batched pass."""
@@ -482,7 +487,7 @@ def _rollout_stepwise(
     ident = identity_coords(B, H, W, frames.device)[:, None] if model.cfg.coords else None  # (B, 1, 2, H, W)
     ref = coords = None
     arm = None  # model.arm_progress: the arm's position in the frame last predicted
-    arm_state = None  # model.arm_latent: its prior's state
+    u = arm_state = None  # model.arm_latent: the last step's latent and its prior's state
     for t in range(1, T):
         if t - 1 < n_past or (teacher_forcing and t - 1 < n_known):
             h_prev = h_gt[:, t - 1 : t]
@@ -511,7 +516,7 @@ def _rollout_stepwise(
         pose_t = None if pose is None else pose[:, t - 1 : t]
         if arm_in is not None:
             eps_u, commanded, recorded = (a[:, t - 1 : t] for a in arm_in)
-            u, kl_u, arm_state = model.arm_latents(h_prev, commanded, recorded, eps_u, arm_state, posterior_now)
+            u, kl_u, arm_state = model.arm_latents(h_prev, commanded, recorded, eps_u, u, arm_state, posterior_now)
             kl = torch.cat([kl, (kl_u if use_posterior else torch.zeros_like(kl_u))[..., None].to(kl.dtype)], -1)
             pose_t, arm = model.progress_pose(model.arm.factor(u), pose_t, t - 1, n_past, arm)
             arms.append(arm[:, None])
@@ -544,7 +549,7 @@ def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_
     context = (frames[:, :-1], frames[:, 0], frames[:, last], frames[:, :-1], ident)
     arm = None
     if arm_in is not None:
-        u, kl_u, _ = model.arm_latents(h[:, :-1], arm_in[1], arm_in[2], arm_in[0], None, True)
+        u, kl_u, _ = model.arm_latents(h[:, :-1], arm_in[1], arm_in[2], arm_in[0], None, None, True)
         kl = torch.cat([kl, kl_u[..., None].to(kl.dtype)], -1)
         pose, _ = model.progress_pose(model.arm.factor(u), pose, 0, n_past)
         arm = pose[:, :, 1]
