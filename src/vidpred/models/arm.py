@@ -18,8 +18,8 @@ step before: s_{t-1} = sigmoid(-2 (u_{t-1} + 2)), about 1 for a factor below 0.2
 one near 1. It does not read u_{t-1} itself: trained on the posterior's u_{t-1}, which is within
 0.1 of 0 where the arm moves freely, it took its own draws in a free run (0.35 apart) for the
 start of a stall or a catch-up and wandered off, a step's factor anywhere from 0.1 to 1.9.
-Without s_{t-1} (frame t-1 alone) it learned nothing in 600 steps: one wide Gaussian for
-every step.
+Reading frame t-1 and the command alone, after 600 training steps it gave every step of a test
+window the same wide Gaussian (mean -0.9, log-variance 1.0).
 The recorded positions are read only where the posterior is (training, a posterior run, and
 the observed frames), never for a frame a free run predicts.
 """
