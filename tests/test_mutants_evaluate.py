@@ -208,6 +208,7 @@ def expected_result(frames, pred, post, kl, threshold=0.1):
         "kl_per_frame": [round(float(kl[..., level].mean()), 6) for level in range(kl.shape[-1])],
         "kl_per_frame_per_step": [round(float(kl[:, f].sum(-1).mean()), 6) for f in range(F)],
         "sequence_latent": False,  # the stand-in model has no model.seq_z
+        "arm_latent": False,  # nor model.arm_latent
     }
     result["n_sequences"] = n
     return result

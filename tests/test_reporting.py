@@ -93,6 +93,8 @@ def test_report_shows_moving_region_numbers_and_n_a_for_old_files(runs, tmp_path
     res["psnr_moving_margin_db"] = 11.1555
     res["motion_threshold"], res["moving_fraction"] = 0.15, 0.0731
     res["model"]["psnr_moving"]["mean"]["per_step"][1] = None  # a step without motion: a gap in the plot
+    # KL columns after the levels: the arm's latent, then the sequence latent
+    res["latent"].update(kl_per_frame=[0.5, 1.25, 0.0031], arm_latent=True, sequence_latent=True)
     write_json(res, new / "eval_test.json")
     legacy = json.loads(json.dumps(res))  # as written before the moving-region metrics existed
     for key in ("motion_threshold", "moving_fraction", "moving_fraction_per_step", "frames_without_motion",
@@ -121,7 +123,7 @@ def test_report_shows_moving_region_numbers_and_n_a_for_old_files(runs, tmp_path
     assert _row(page, "latent: best of N minus mean sample, moving region (dB)") == [
         f"{lat['best_of_n_gain_db']['psnr_moving']:+.2f}", "n/a"]
     assert _row(page, "latent: KL per predicted frame per level (nats)") == [
-        ", ".join(f"{v:.3g}" for v in lat["kl_per_frame"]), "n/a"]
+        "z1 0.5, arm 1.25, sequence 0.0031", "n/a"]
     with Image.open(out / "eval_steps.png") as im:  # per-step plot: whole frame and moving region
         assert im.size[1] > 600
 

@@ -58,7 +58,8 @@ class ModelConfig:
     prior_layers: int = 1
     """LSTM layers of the learned prior p(z_t | x_{1:t-1})."""
     prior: str = "learned"
-    """``learned`` (SVG-LP, the assignment's extra (a)) or ``fixed`` N(0, I) (SVG-FP)."""
+    """``learned`` (SVG-LP, the assignment's extra (a)) or ``fixed`` N(0, I) (SVG-FP), for z_t
+    (``arm_latent``'s prior is learned either way)."""
     cond_dim: int = 7
     """Numbers per step in the condition: action (4) + end-effector position (3)."""
     cond_embed: int = 32
@@ -224,7 +225,9 @@ class KLConfig:
     """Free bits (Kingma et al. 2016), in nats per predicted frame and latent level: the
     batch-mean KL of a level at a step counts as at least this much in the loss, so a posterior
     may carry that much information at no cost (0: off). The logged KL is the true one. With
-    several processes each floors the mean of its own share of the batch."""
+    several processes each floors the mean of its own share of the batch. ``model.arm_latent``'s
+    KL counts as one more level here: a step whose KL is under the floor gives its prior no
+    gradient (as none comes while beta is 0 under ``delay``)."""
 
     def __post_init__(self) -> None:
         if self.schedule not in ("monotonic", "cyclical", "constant"):
@@ -324,7 +327,9 @@ class TrainConfig:
     the recorded ones (x and y, summed over the predicted frames) beside the ELBO, in px^2 of the
     64 px frame where positions are in table fractions as in the synthetic world (BAIR's are metres:
     64 x metres there). The recorded positions are targets only, never inputs, so the condition stays
-    causal; this tells the progress head where the arm really went (stalled, or not). 0: off."""
+    causal; this tells the progress head where the arm really went (stalled, or not). With
+    ``model.arm_latent`` the posterior reads the recorded moves and starts close to them, so this
+    only sharpens it. 0: off."""
     n_past: int = 2
     """Conditioning frames."""
     n_future: int = 10

@@ -90,7 +90,8 @@ def _train_run(out: Path, preset: str, overrides: list[str], progress: bool) -> 
     cfg = load_config(preset, overrides)
     resume = (out / LAST).is_file()
     if resume:
-        old = load(out / LAST)["config"]
+        # through the config object: a setting added since the run was trained takes its default
+        old = load(out / LAST)["config_obj"].to_dict()
         if old != cfg.to_dict():
             raise ConfigError(f"{out} holds a run with other settings; remove it or choose another --out")
         _say(f"      resuming {out} (finished runs are kept as they are)")

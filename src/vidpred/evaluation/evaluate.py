@@ -211,7 +211,7 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
         for k, v in zip(("ssim_copy", "ssim_moving_copy"), ssim_scores(base, truth, mask)):
             per_seq[k].append(v.cpu())
         per_seq["moving"].append(mask.float().mean(dim=(-2, -1)).cpu())  # (B, F) fraction of moving pixels
-        post, kl = posterior_run(model, frames, conds, n_past, idx, seed)  # (B, F, 3, H, W), (B, F, levels)
+        post, kl = posterior_run(model, frames, conds, n_past, idx, seed)  # (B, F, 3, H, W), (B, F, KL columns)
         per_seq["psnr_posterior"].append(psnr(post, truth).cpu())
         per_seq["psnr_moving_posterior"].append(masked_psnr(post, truth, mask).cpu())
         for k, v in zip(("ssim_posterior", "ssim_moving_posterior"), ssim_scores(post, truth, mask)):
@@ -266,7 +266,8 @@ def evaluate(model, dataset, n_past: int, samples: int = 5, seed: int = 0, batch
 def posterior_run(model, frames, conds, n_past: int, indices, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The free run with z from the posterior (latents inferred from the true frames, the
     model's own frames fed back). Returns its future (B, F, 3, H, W) and the KL per future
-    step and level (B, F, levels)."""
+    step and level (B, F, KL columns: the levels, then the arm's and the sequence latent's if
+    the model has them)."""
     T = conds.shape[1]
     shape = (T - 1, model.cfg.noise_dim)
     noise = torch.stack([sample_noise(seed, int(i), POSTERIOR_NOISE, shape) for i in indices])

@@ -67,7 +67,8 @@ class ArmLatent(nn.Module):
         commanded, recorded = commanded.float(), recorded.float()
         lg = progress_logit(commanded, recorded)
         x = torch.cat([commanded * (MOVE_PX / MOVE_SCALE), recorded * (MOVE_PX / MOVE_SCALE), lg], -1)
-        d_mu, logvar = self.posterior_net(x).chunk(2, -1)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            d_mu, logvar = self.posterior_net(x).chunk(2, -1)
         return lg + d_mu, logvar
 
     def prior_step(self, h_prev: torch.Tensor, commanded: torch.Tensor, u_prev: torch.Tensor,

@@ -442,6 +442,9 @@ def rollout(
     if noise is None:
         noise = torch.randn(B, T - 1, model.cfg.noise_dim, generator=generator, device=frames.device,
                             dtype=frames.dtype)
+    elif noise.shape[-1] != model.cfg.noise_dim:
+        raise ValueError(f"rollout's noise must have model.cfg.noise_dim = {model.cfg.noise_dim} numbers per step, "
+                         f"got {noise.shape[-1]}")
     step_cond, frame_cond, pose = model.embed_conditions(conds, n_past)
     w = kl_w = None
     seq_end = L * Z + model.cfg.seq_z

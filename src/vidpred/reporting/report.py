@@ -195,7 +195,12 @@ def _eval_table(per_run: list[dict]) -> str:
 
     def kl(ev: dict) -> str:
         v = _stat(ev, "latent", "kl_per_frame")
-        return f"<td>{', '.join(f'{x:.3g}' for x in v)}</td>" if v is not None else "<td>n/a</td>"
+        if v is None:
+            return "<td>n/a</td>"
+        lat = ev.get("latent") or {}
+        extra = [name for key, name in (("arm_latent", "arm"), ("sequence_latent", "sequence")) if lat.get(key)]
+        names = [f"z{i + 1}" for i in range(len(v) - len(extra))] + extra
+        return f"<td>{', '.join(f'{n} {x:.3g}' for n, x in zip(names, v))}</td>"
 
     row("latent: KL per predicted frame per level (nats)", kl)
     row("sequences x samples, frames",
