@@ -9,7 +9,7 @@ import torch
 
 from vidpred.config import ModelConfig
 from vidpred.errors import ConfigError
-from vidpred.models.arm import progress_logit
+from vidpred.models.arm import ArmLatent, progress_logit
 from vidpred.models.svg import ACTION_DIM, SVG, rollout
 from vidpred.training.trainer import compute_loss
 
@@ -60,9 +60,17 @@ def test_the_posterior_puts_the_arm_where_it_was_recorded_and_stalled(teacher_fo
     assert out.kl.shape == (2, 5, model.cfg.levels + 1) and (out.kl[..., -1] > 0).all()
 
 
+def confident_prior(model, logits, means):
+    """Make the arm's prior ignore its input: fixed component weights and means, no spread."""
+    head = model.arm.prior.head
+    head.weight.zero_()
+    head.bias.copy_(torch.tensor([*logits, *means, -30.0, -30.0]))
+
+
 def test_a_free_run_reads_no_recorded_position_of_a_frame_it_predicts_and_samples_the_prior():
     """From the prior: the future's recorded positions change nothing; the arm's noise changes
-    the arm (and, with a confident prior, its mean sets how far the arm gets)."""
+    the arm; with a confident prior its component sets how far the arm gets, and the component
+    is drawn with the step's first noise number. Observed steps still follow the recorded arm."""
     model, frames, conds = model_and_window(stall_from=3)
     other = conds.clone()
     other[:, 2:, ACTION_DIM:] = torch.rand(2, 4, 3)  # positions of frames not yet seen
@@ -77,19 +85,47 @@ def test_a_free_run_reads_no_recorded_position_of_a_frame_it_predicts_and_sample
         moved[..., -1] += 1.0
         c = rollout(model, frames, conds, 2, use_posterior=False, noise=moved)
         assert (c.arm[:, 1:] - a.arm[:, 1:]).abs().max() > 1e-4  # the arm's own noise moves it
-        # frame 1 is observed: its factor comes from the posterior, which reads the recorded move
-        assert (a.arm[:, 0] - conds[:, 1, ACTION_DIM:]).abs().max() < 1 / 64
-        prior = model.arm.prior
-        prior.logvar.bias.fill_(-30.0)  # a confident prior: its mean alone sets the factor
-        prior.logvar.weight.zero_()
-        prior.mu.weight.zero_()
-        for mean, factor in ((-30.0, 0.0), (0.0, 1.0)):
-            prior.mu.bias.fill_(mean)
-            arm = rollout(model, frames, conds, 2, use_posterior=False, noise=noise).arm
-            # frames 0 and 1 observed: frame 2 on is frame 1's recorded position + factor x the moves since
-            k = torch.arange(1, 5).float()[:, None]
-            want = conds[:, 1, ACTION_DIM:][:, None] + factor * k * MOVE
-            torch.testing.assert_close(arm[:, 1:], want, rtol=0, atol=1e-6)
+        k = torch.arange(1, 5).float()[:, None]  # frame 2 on: frame 1's position + factor x the moves since
+
+        def free_run(noise):
+            return rollout(model, frames, conds, 2, use_posterior=False, noise=noise).arm
+
+        for logits, means, factor in (((30.0, -30.0), (0.0, -30.0), 1.0), ((-30.0, 30.0), (0.0, -30.0), 0.0)):
+            confident_prior(model, logits, means)
+            arm = free_run(noise)
+            torch.testing.assert_close(arm[:, 1:], conds[:, 1, ACTION_DIM:][:, None] + factor * k * MOVE,
+                                       rtol=0, atol=1e-6)
+            # frame 1 is observed: the posterior reads its recorded move, even under a stalling prior
+            assert (arm[:, 0] - conds[:, 1, ACTION_DIM:]).abs().max() < 0.2 / 64
+        confident_prior(model, (0.0, 0.0), (0.0, -30.0))  # even odds: the first noise number decides
+        split = noise.clone()
+        split[0, :, -2], split[1, :, -2] = 3.0, -3.0
+        arm = free_run(split)
+        torch.testing.assert_close(arm[0, 1:], conds[0, 1, ACTION_DIM:] + 0 * k * MOVE, rtol=0, atol=1e-6)
+        torch.testing.assert_close(arm[1, 1:], conds[1, 1, ACTION_DIM:] + k * MOVE, rtol=0, atol=1e-6)
+
+
+def test_the_mixture_prior_samples_and_scores_like_torch_distributions():
+    from torch.distributions import Categorical, MixtureSameFamily, Normal
+
+    g = torch.Generator().manual_seed(3)
+    logits, mu, lv = torch.randn(4, 3, 2, generator=g), torch.randn(4, 3, 2, generator=g), torch.randn(4, 3, 2, generator=g)
+    mix = MixtureSameFamily(Categorical(logits=logits), Normal(mu, (0.5 * lv).exp()))
+    u = torch.randn(4, 3, 1, generator=g)
+    mu_q, lv_q = torch.randn(4, 3, 1, generator=g), torch.randn(4, 3, 1, generator=g)
+    want = Normal(mu_q, (0.5 * lv_q).exp()).log_prob(u)[..., 0] - mix.log_prob(u[..., 0])
+    torch.testing.assert_close(ArmLatent.kl(u, mu_q, lv_q, (logits, mu, lv)), want)
+    # sampling: the component whose cumulative weight first exceeds the normal CDF of eps[..., 0]
+    eps = torch.randn(4, 3, 2, generator=g)
+    uniform = Normal(0.0, 1.0).cdf(eps[..., 0])
+    k = (uniform > logits.softmax(-1)[..., 0]).long()[..., None]
+    want = mu.gather(-1, k) + (0.5 * lv.gather(-1, k)).exp() * eps[..., 1:]
+    torch.testing.assert_close(ArmLatent.sample((logits, mu, lv), eps), want)
+    # over many draws the components come up as often as their weights say
+    big = torch.randn(20000, 1, 2, generator=g)
+    draws = ArmLatent.sample((torch.tensor([[[1.0, 0.0]]]).expand(20000, 1, 2), torch.tensor([[[5.0, -5.0]]]).expand(20000, 1, 2),
+                              torch.full((20000, 1, 2), -10.0)), big)
+    assert abs((draws > 0).float().mean().item() - torch.tensor([1.0, 0.0]).softmax(0)[0].item()) < 0.02
 
 
 def test_the_kl_trains_the_arm_prior_and_the_arm_nets_get_gradients():
@@ -106,21 +142,32 @@ def test_the_kl_trains_the_arm_prior_and_the_arm_nets_get_gradients():
 
 
 def test_arm_latent_settings():
-    assert ModelConfig(**ARM).noise_dim == 4 + 1
-    assert ModelConfig(**{**ARM, "seq_z": 3, "levels": 2}).noise_dim == 2 * 4 + 3 + 1
+    assert ModelConfig(**ARM).noise_dim == 4 + 2
+    assert ModelConfig(**{**ARM, "seq_z": 3, "levels": 2}).noise_dim == 2 * 4 + 3 + 2
     with pytest.raises(ConfigError, match="model.arm_latent .*model.arm_progress=true"):
         ModelConfig(**{**ARM, "arm_progress": False})
     assert SVG(ModelConfig(**ARM)).progress is None  # the latent replaces the head on (g, z)
 
 
-def test_the_prior_reads_whether_the_arm_was_stalled_not_the_raw_latent():
-    """The prior's input ends with s = sigmoid(-2 (u_prev + 2)): about 1 after a stalled step, about
-    0 after a free one, and a free step's jitter (a draw 0.5 off) barely moves it."""
-    model = SVG(ModelConfig(**ARM))
+@pytest.mark.parametrize("mode", ["teacher-forced", "stepwise", "free"])
+def test_the_prior_reads_whether_the_arm_was_stalled_at_the_step_before(mode):
+    """In every path the prior's input at step t ends with s = sigmoid(-2 (u_{t-1} + 2)) of the
+    latent the step before used (u_{-1} = 0), read back from the arm's positions: about 1 after
+    a stalled step, about 0 after a free one, so a free step's jitter barely moves it."""
+    model, frames, conds = model_and_window(stall_from=3)
     seen = []
-    model.arm.prior.embed.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
-    u_prev = torch.tensor([-4.0, 0.0, 0.5, -0.5]).view(4, 1, 1)
-    model.arm.prior_step(torch.zeros(4, 1, 16), torch.zeros(4, 1, 3), u_prev)
-    s = seen[0][:, 0, -1]
-    torch.testing.assert_close(s, torch.sigmoid(-2 * (u_prev.view(4) + 2)))
-    assert s[0] > 0.95 and s[1:].max() < 0.05
+    model.arm.prior.embed.register_forward_hook(lambda mod, args, out: seen.append(args[0][..., -1]))
+    noise = torch.randn(2, 5, model.cfg.noise_dim, generator=torch.Generator().manual_seed(4))
+    kw = {"teacher-forced": dict(teacher_forcing=True), "stepwise": dict(teacher_forcing=False),
+          "free": dict(use_posterior=False)}[mode]
+    with torch.no_grad():
+        out = rollout(model, frames, conds, 2, noise=noise, **kw)
+    s = torch.cat(seen, 1)  # (B, 5)
+    # each step's factor from its move: observed frames 0 and 1 start where recorded, later ones where the last left off
+    start = torch.cat([conds[:, :2, ACTION_DIM:], out.arm[:, 1:-1]], 1)
+    factor = (out.arm[..., 0] - start[..., 0]) / MOVE[0]
+    u = torch.logit(factor / 2)
+    u_prev = torch.cat([torch.zeros(2, 1), u[:, :-1]], 1)
+    torch.testing.assert_close(s, torch.sigmoid(-2 * (u_prev + 2)), rtol=0, atol=2e-4)
+    if mode != "free":  # the recorded stall from frame 4 on: the prior is told of it
+        assert (s[:, 4] > 0.9).all() and (s[:, 1:3] < 0.05).all()

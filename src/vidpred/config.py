@@ -203,8 +203,8 @@ class ModelConfig:
     def noise_dim(self) -> int:
         """Standard normal numbers per step of a rollout's reparameterisation noise: z_t at every
         level, then (read at the first step only) the sequence latent w, then with
-        ``arm_latent`` the arm's latent u_t."""
-        return self.levels * self.z_dim + self.seq_z + int(self.arm_latent)
+        ``arm_latent`` two for the arm's latent u_t (its prior's mixture component, its draw)."""
+        return self.levels * self.z_dim + self.seq_z + 2 * int(self.arm_latent)
 
 
 @dataclass

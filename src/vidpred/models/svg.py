@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidpred.config import ModelConfig
-from vidpred.models.arm import ArmLatent
+from vidpred.models.arm import ARM_NOISE, ArmLatent
 from vidpred.models.codecs import build_codec, norm_groups, per_step_statistics
 from vidpred.models.pose import PoseMap
 from vidpred.models.recurrent import GaussianLSTM, PredictorLSTM, gaussian_kl, reparameterize
@@ -271,19 +271,20 @@ class SVG(nn.Module):
         prior's new state.
 
         h_prev (B, S, g) encodings of frames t-1, commanded and recorded (B, S, 3) raw moves
-        (recorded: read only with ``use_posterior``), eps (B, S, 1) standard normal noise, u_prev
+        (recorded: read only with ``use_posterior``), eps (B, S, 2) standard normal noise (see
+        :meth:`ArmLatent.sample`; the posterior reads the second number), u_prev
         (B, 1, 1) the latent of the step before (None: the window's start, taken as 0), state the
         prior's. With ``use_posterior`` u comes from q and the prior runs over all S steps on it
         (training); else from the prior, one step (S = 1) at a time, with KL 0."""
         B, S = eps.shape[:2]
         first = torch.zeros(B, 1, 1, device=eps.device) if u_prev is None else u_prev.float()
         if not use_posterior:
-            mu_p, lv_p, state = self.arm.prior_step(h_prev, commanded, first, state)
-            return reparameterize(mu_p, lv_p, eps.float()), torch.zeros_like(mu_p[..., 0]), state
+            prior, state = self.arm.prior_step(h_prev, commanded, first, state)
+            return self.arm.sample(prior, eps), torch.zeros(B, S, device=eps.device), state
         mu_q, lv_q = self.arm.posterior(commanded, recorded)
-        u = reparameterize(mu_q, lv_q, eps.float())
-        mu_p, lv_p, state = self.arm.prior_step(h_prev, commanded, torch.cat([first, u[:, :-1]], 1), state)
-        return u, gaussian_kl(mu_q, lv_q, mu_p, lv_p), state
+        u = reparameterize(mu_q, lv_q, eps[..., 1:].float())
+        prior, state = self.arm.prior_step(h_prev, commanded, torch.cat([first, u[:, :-1]], 1), state)
+        return u, self.arm.kl(u, mu_q, lv_q, prior), state
 
     def encode(self, frames: torch.Tensor, frame_cond: torch.Tensor | None = None):
         """frames (B, S, 3, H, W) -> h (B, S, g), skips [(B, S, C, h, w)], all frames in one batched pass."""
@@ -452,7 +453,7 @@ def rollout(
         w, kl_w = model.sequence_latent(frames[:, :T], n_past, noise[:, 0, L * Z : seq_end], use_posterior)
     arm = None
     if model.arm is not None:  # (noise, commanded moves, recorded moves), each (B, T-1, ...)
-        arm = (noise[..., seq_end : seq_end + 1], pose[:, :, 1] - pose[:, :, 0],
+        arm = (noise[..., seq_end : seq_end + ARM_NOISE], pose[:, :, 1] - pose[:, :, 0],
                conds[:, 1:, ACTION_DIM:] - conds[:, :-1, ACTION_DIM:])
     noise = noise[..., : L * Z]
     if use_posterior and teacher_forcing:
