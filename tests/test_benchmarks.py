@@ -40,3 +40,12 @@ def test_demo_training_rate_is_the_harmonic_mean_of_the_step_lines(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(json.dumps(lines[1]) + "\n")
     with pytest.raises(SystemExit, match="no step lines"):
         rate(tmp_path)
+
+
+def test_arm_error_is_the_squared_pixel_distance_summed_over_frames():
+    import torch
+
+    err = _load("arm_error").arm_error_px2
+    recorded = torch.tensor([[0.5, 0.5, 0.02], [0.5, 0.5, 0.02]])
+    arm = torch.stack([recorded, recorded + torch.tensor([3 / 64, 4 / 64, 1.0])])  # 5 px off in both frames
+    torch.testing.assert_close(err(arm, recorded), torch.tensor([0.0, 50.0]))  # z does not count
