@@ -171,3 +171,13 @@ def test_the_prior_reads_whether_the_arm_was_stalled_at_the_step_before(mode):
     torch.testing.assert_close(s, torch.sigmoid(-2 * (u_prev + 2)), rtol=0, atol=2e-4)
     if mode != "free":  # the recorded stall from frame 4 on: the prior is told of it
         assert (s[:, 4] > 0.9).all() and (s[:, 1:3] < 0.05).all()
+
+
+def test_the_synth_cpu_arm_preset_is_synth_cpu_with_the_arm_latent():
+    from dataclasses import replace
+
+    from vidpred.config import load_config
+
+    arm, base = load_config("synth-cpu-arm"), load_config("synth-cpu")
+    assert arm.model.arm_latent and arm.model.arm_progress and not base.model.arm_latent
+    assert arm == replace(base, model=replace(base.model, arm_progress=True, arm_latent=True))

@@ -129,8 +129,8 @@ class ModelConfig:
     """With ``arm_progress``: the factor on each commanded move is a one-number latent of its own
     (``models/arm.py``) instead of a head on (g_t, z_t): a posterior that reads the recorded move
     (training, posterior runs and observed frames only) and a learned prior, an LSTM on the previous
-    frame's encoding, the commanded move and whether the arm was stalled at the step before, that
-    a free run samples.
+    frame's encoding, the commanded move and whether the arm was stalled at the step before giving
+    a mixture of two Gaussians (a free arm, a stalled one), that a free run samples.
     Its KL joins the loss and the reported KL as one more entry after the levels."""
     pose_map: bool = False
     """Draw the end-effector positions of frames t-1 and t that the condition holds (dead
