@@ -434,7 +434,8 @@ def rollout(
     noise (B, T-1, cfg.noise_dim): the standard normal eps of the
         reparameterisation (z_t at every level; with ``model.seq_z`` the sequence
         latent's eps follows in the first step's row; with ``model.arm_latent`` the arm
-        latent's comes last); drawn with ``generator`` when None.
+        latent's two, its prior's component and its draw, come last); drawn with ``generator``
+        when None.
     """
     B, T = conds.shape[:2]
     L, Z = model.cfg.levels, model.cfg.z_dim
