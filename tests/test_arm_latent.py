@@ -155,8 +155,13 @@ def test_the_prior_reads_whether_the_arm_was_stalled_at_the_step_before(mode):
     latent the step before used (u_{-1} = 0), read back from the arm's positions: about 1 after
     a stalled step, about 0 after a free one, so a free step's jitter barely moves it."""
     model, frames, conds = model_and_window(stall_from=3)
-    seen = []
-    model.arm.prior.embed.register_forward_hook(lambda mod, args, out: seen.append(args[0][..., -1]))
+    seen, inputs = [], []
+
+    def hook(module, args, out):  # returns None: the output stays
+        seen.append(args[0][..., -1])
+        inputs.append(args[0])
+
+    model.arm.prior.embed.register_forward_hook(hook)
     noise = torch.randn(2, 5, model.cfg.noise_dim, generator=torch.Generator().manual_seed(4))
     kw = {"teacher-forced": dict(teacher_forcing=True), "stepwise": dict(teacher_forcing=False),
           "free": dict(use_posterior=False)}[mode]
@@ -171,6 +176,28 @@ def test_the_prior_reads_whether_the_arm_was_stalled_at_the_step_before(mode):
     torch.testing.assert_close(s, torch.sigmoid(-2 * (u_prev + 2)), rtol=0, atol=2e-4)
     if mode != "free":  # the recorded stall from frame 4 on: the prior is told of it
         assert (s[:, 4] > 0.9).all() and (s[:, 1:3] < 0.05).all()
+    if mode == "teacher-forced":  # before it: the encodings of frames t-1 and the commanded moves
+        x = inputs[0]
+        h = model.encode(frames)[0][:, :-1]
+        torch.testing.assert_close(x[..., : h.shape[-1]], h)
+        torch.testing.assert_close(x[..., h.shape[-1] : -1], MOVE.expand(2, 5, 3) * 16)  # in units of 4 px
+
+
+def test_the_posterior_draws_with_its_own_spread():
+    """u = mean + exp(logvar / 2) * eps: the posterior's noise (the second arm number) moves the arm
+    by what its log-variance says, the first (the prior's component) does not."""
+    model, frames, conds = model_and_window()
+    with torch.no_grad():
+        model.arm.posterior_net[-1].bias[1] = 0.0  # standard deviation 1
+        noise = torch.zeros(2, 5, model.cfg.noise_dim)
+        base = rollout(model, frames, conds, 2, noise=noise).arm
+        comp = noise.clone()
+        comp[..., -2] = 3.0
+        torch.testing.assert_close(rollout(model, frames, conds, 2, noise=comp).arm, base)
+        draw = noise.clone()
+        draw[:, 0, -1] = 1.0  # step 0 only: u = 0 + 1, the factor 2 sigmoid(1) instead of 1
+        arm = rollout(model, frames, conds, 2, noise=draw).arm
+        torch.testing.assert_close(arm[:, 0], conds[:, 0, ACTION_DIM:] + 2 * torch.sigmoid(torch.tensor(1.0)) * MOVE)
 
 
 def test_the_synth_cpu_arm_preset_is_synth_cpu_with_the_arm_latent():
