@@ -24,7 +24,8 @@ What the latent does (``latent`` in the JSON), from the same samples:
   sequence on its moving pixels (all pairs; [0, 1] units);
 * ``kl_per_frame``: KL(q || p) of that posterior run per predicted frame, in nats,
   per latent level (below ~1e-3 the posterior has collapsed onto the prior); with
-  ``model.arm_latent`` the arm latent's follows the levels (``arm_latent``: true), and
+  ``model.arm_latent`` the arm latent's follows the levels (``arm_latent``: true; against its
+  mixture prior a one-sample estimate, log q(u) - log p(u) at the posterior's draw), and
   with ``model.seq_z`` the last entry is the sequence latent's KL shared out over the
   window's steps.
 
