@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 
 from vidpred.data import open_split
-from vidpred.data.layout import IMAGE_SIZE
 from vidpred.models.svg import ACTION_DIM, rollout
 from vidpred.training.checkpoint import load_model
+from vidpred.training.trainer import arm_sq_error_px2
 
 
 def arm_error_px2(arm: torch.Tensor, recorded: torch.Tensor) -> torch.Tensor:
-    """arm (N, F, >= 2), recorded (F, >= 2) in table fractions -> (N,) px^2 summed over frames."""
-    return (((arm[..., :2] - recorded[..., :2]) * IMAGE_SIZE) ** 2).sum(-1).sum(-1)
+    """arm (N, F, 3), recorded (F, 3) in table fractions -> (N,) px^2 summed over frames."""
+    return arm_sq_error_px2(arm, recorded).sum(-1)
 
 
 def main() -> None:

@@ -512,22 +512,24 @@ def _rollout_stepwise(
         z, kl, post_state, prior_state = model.latents(
             h_tgt, h_prev, noise[:, t - 1 : t], post_state, prior_state, posterior_now
         )
-        if not use_posterior:
-            kl = torch.zeros_like(kl)  # sampling: the KL is not an objective here
         e = None if step_cond is None else step_cond[:, t - 1 : t]
         z_top = z[..., : model.cfg.z_dim]  # level 1 drives the dynamics; lower levels go to the decoder
         inp = [h_prev, z_top] + ([w[:, None]] if w is not None else []) + ([e] if e is not None else [])
         g, pred_state = model.predictor(torch.cat(inp, -1), pred_state)
         pose_t = None if pose is None else pose[:, t - 1 : t]
-        if arm_in is not None:
-            eps_u, commanded, recorded = (a[:, t - 1 : t] for a in arm_in)
-            u, kl_u, arm_state = model.arm_latents(h_prev, commanded, recorded, eps_u, u, arm_state, posterior_now)
-            kl = torch.cat([kl, (kl_u if use_posterior else torch.zeros_like(kl_u))[..., None].to(kl.dtype)], -1)
-            pose_t, arm = model.progress_pose(model.arm.factor(u), pose_t, t - 1, n_past, arm)
+        if model.cfg.arm_progress:
+            if arm_in is not None:
+                eps_u, commanded, recorded = (a[:, t - 1 : t] for a in arm_in)
+                u, kl_u, arm_state = model.arm_latents(h_prev, commanded, recorded, eps_u, u, arm_state,
+                                                       posterior_now)
+                kl = torch.cat([kl, kl_u[..., None].to(kl.dtype)], -1)
+                alpha = model.arm.factor(u)
+            else:
+                alpha = model.progress_factor(g, z_top)
+            pose_t, arm = model.progress_pose(alpha, pose_t, t - 1, n_past, arm)
             arms.append(arm[:, None])
-        elif model.progress is not None:
-            pose_t, arm = model.progress_pose(model.progress_factor(g, z_top), pose_t, t - 1, n_past, arm)
-            arms.append(arm[:, None])
+        if not use_posterior:
+            kl = torch.zeros_like(kl)  # sampling: the KL is not an objective here
         pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords), pose_t)
         preds.append(pred)
         coords = coords_t  # where the predicted frame's pixels come from in ref (None without model.coords)
@@ -553,13 +555,14 @@ def _rollout_teacher_forced(model: SVG, frames, n_past, noise, step_cond, frame_
     ident = identity_coords(B * (T - 1), H, W, frames.device).view(B, T - 1, 2, H, W) if model.cfg.coords else None
     context = (frames[:, :-1], frames[:, 0], frames[:, last], frames[:, :-1], ident)
     arm = None
-    if arm_in is not None:
-        u, kl_u, _ = model.arm_latents(h[:, :-1], arm_in[1], arm_in[2], arm_in[0], None, None, True)
-        kl = torch.cat([kl, kl_u[..., None].to(kl.dtype)], -1)
-        pose, _ = model.progress_pose(model.arm.factor(u), pose, 0, n_past)
-        arm = pose[:, :, 1]
-    elif model.progress is not None:
-        pose, _ = model.progress_pose(model.progress_factor(g, z[..., : model.cfg.z_dim]), pose, 0, n_past)
+    if model.cfg.arm_progress:
+        if arm_in is not None:
+            u, kl_u, _ = model.arm_latents(h[:, :-1], arm_in[1], arm_in[2], arm_in[0], None, None, True)
+            kl = torch.cat([kl, kl_u[..., None].to(kl.dtype)], -1)
+            alpha = model.arm.factor(u)
+        else:
+            alpha = model.progress_factor(g, z[..., : model.cfg.z_dim])
+        pose, _ = model.progress_pose(alpha, pose, 0, n_past)
         arm = pose[:, :, 1]
     pred, _ = model.decode(g, [s[:, idx] for s in skips], z, step_cond, context, pose)
     return RolloutOutput(pred=pred, kl=kl, arm=arm)

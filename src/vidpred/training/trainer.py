@@ -134,8 +134,13 @@ def arm_error_px2(arm: torch.Tensor, conds: torch.Tensor) -> torch.Tensor:
     """Squared distance (px^2 of the 64 px frame, x and y) of the predicted arm positions ``arm``
     (B, T-1, 3) from the recorded ones of frames 1..T-1 in ``conds``, averaged over the batch and
     summed over frames (``train.arm_weight``)."""
-    err = (arm[..., :2].float() - conds[:, 1:, ACTION_DIM : ACTION_DIM + 2]) * IMAGE_SIZE
-    return (err**2).sum(-1).mean(0).sum()
+    return arm_sq_error_px2(arm, conds[:, 1:, ACTION_DIM:]).mean(0).sum()
+
+
+def arm_sq_error_px2(arm: torch.Tensor, recorded: torch.Tensor) -> torch.Tensor:
+    """Per frame: squared distance in px^2 of the 64 px frame (x and y) of the arm positions
+    ``arm`` (..., 3) from ``recorded`` (..., 3), both in table fractions -> (...)."""
+    return (((arm[..., :2].float() - recorded[..., :2]) * IMAGE_SIZE) ** 2).sum(-1)
 
 
 def best_of_many_loss(net: torch.nn.Module, frames, conds, n_past: int, samples: int, noise, amp_ctx,
