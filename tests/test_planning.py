@@ -11,7 +11,8 @@ from vidpred.config import load_config
 from vidpred.data import synth
 from vidpred.planning import cem as cem_mod
 from vidpred.planning import env as env_mod
-from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, colour_centroid, frame_to_tensor
+from vidpred.errors import ConfigError
+from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, colour_centroid, colour_track, frame_to_tensor
 from vidpred.planning.mpc import run_episode
 
 TINY = ["model.width=8", "model.g_dim=16", "model.z_dim=4", "model.rnn_size=16", "model.cond_embed=8",
@@ -95,6 +96,43 @@ def test_colour_centroid_finds_the_object_within_a_pixel():
     assert torch.allclose(prior, torch.tensor([10.0, 20.0]))
 
 
+def test_colour_track_keeps_a_fading_object_where_it_was_last_seen():
+    """A real push, rendered: while the object is drawn the tracked position is its centroid; when
+    later frames lose its colour (a prediction that smears it), the tracked position stays where
+    the last frame that showed it put it, where the last frame alone falls back to the start."""
+    task = env_mod.find_tasks(0, 1)[0]
+    env = env_mod.PushEnv(task)
+    start = env.object_position()
+    push = np.subtract(task.goal, task.start) / np.linalg.norm(np.subtract(task.goal, task.start))
+    frames = []
+    for _ in range(8):
+        env.step(np.array([*(2.5 / 64 * push), 0.0, env.gripper]))
+        frames.append(frame_to_tensor(env.render()))
+    moved = env.object_position()
+    assert np.linalg.norm(moved - start) > 3  # the push carried the object
+    colour = torch.tensor(task.colour) / 255.0
+    frames = torch.stack(frames)  # (8, 3, 64, 64)
+    sharp = colour_track(frames, colour, start)
+    assert np.linalg.norm(sharp.numpy() - colour_centroid(frames[-1], colour).numpy()) < 0.3
+    assert np.linalg.norm(sharp.numpy() - moved) < 1.5
+    faded = frames.clone()
+    faded[6:] = 0.5 * faded[6:] + 0.25  # frames 7-8: the object's colour is gone
+    assert colour_weights_sum(faded[6:], colour) == 0
+    seen = colour_centroid(frames[5], colour).numpy()
+    tracked = colour_track(faded, colour, start).numpy()
+    assert np.linalg.norm(tracked - seen) < 0.3 and np.linalg.norm(tracked - start) > 2
+    assert np.allclose(colour_centroid(faded[-1], colour, prior_xy=start).numpy(), start)
+    # batched: leading dimensions are kept, each sequence tracked on its own
+    both = colour_track(torch.stack([frames, faded]), colour, start)
+    assert both.shape == (2, 2) and torch.allclose(both[1], torch.as_tensor(tracked))
+
+
+def colour_weights_sum(frames, colour) -> float:
+    from vidpred.planning.cost import colour_weights
+
+    return float(colour_weights(frames, colour).sum())
+
+
 def test_cem_is_generic_over_the_cost():
     """A toy cost with a known optimum: the arm's summed moves should reach a target."""
     cfg = cem_mod.CEMConfig(samples=64, iterations=4, horizon=5)
@@ -149,6 +187,21 @@ def test_model_conditions_follow_the_step_convention(run):
     two = ModelPredictor(model, task, n_past=2, model_samples=2)
     two.bind(env)
     assert two.imagine(still[:3]).shape == (3, 2, 4, 3, 64, 64) and two(still).shape == (5,)
+    # the two readings of the object's position score the same imagined frames
+    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    tracked = ModelPredictor(model, task, n_past=2, generator=gen())
+    final = ModelPredictor(model, task, n_past=2, generator=gen(), cost="final")
+    tracked.bind(env), final.bind(env)
+    future = ModelPredictor(model, task, n_past=2, generator=gen())
+    future.bind(env)
+    future = future.imagine(still)[:, 0]  # (5, 4, 3, 64, 64)
+    goal = torch.tensor(task.goal, dtype=torch.float32)
+    np.testing.assert_allclose(tracked(still), (colour_track(future, tracked.colour, tracked.prior_xy) - goal)
+                               .norm(dim=-1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(final(still), (colour_centroid(future[:, -1], final.colour, prior_xy=final.prior_xy)
+                                              - goal).norm(dim=-1).numpy(), rtol=1e-5)
+    with pytest.raises(ConfigError, match="--cost must be one of tracked, final, got 'centre'"):
+        ModelPredictor(model, task, n_past=2, cost="centre")
 
 
 def test_simulator_predictor_matches_the_executed_future():
@@ -176,6 +229,7 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     assert a["episodes"] == 2 and a["seed"] == 3 and a["steps"] == 3
     assert a["success_radius_px"] == env_mod.SUCCESS_RADIUS_PX
     assert a["planner"]["samples"] == 4 and a["planner"]["iterations"] == 1 and a["planner"]["horizon"] == 3
+    assert a["planner"]["cost"] == "tracked" and "followed through the predicted frames" in a["cost"]
     assert len(a["tasks"]) == 2
     for arm in ("model", "random", "simulator"):
         r = a[arm]
@@ -196,9 +250,10 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
     # a subset of the arms
     out3 = tmp_path / "c.json"
-    assert main(["plan", str(run), *SMALL, "--seed", "3", "--arms", "random", "--out", str(out3)]) == 0
+    assert main(["plan", str(run), *SMALL, "--seed", "3", "--arms", "random", "--cost", "final", "--out", str(out3)]) == 0
     c = json.loads(out3.read_text())
     assert c["arms"] == ["random"] and "model" not in c and "simulator" not in c
+    assert c["planner"]["cost"] == "final" and "in the last predicted frame" in c["cost"]
     assert numbers(c | {"model": a["model"], "simulator": a["simulator"]}) == numbers(a)  # arms keep their draws
 
 
@@ -263,6 +318,28 @@ def test_a_stopped_plan_resumes_from_its_finished_episodes(run, tmp_path, capsys
     assert err.startswith("vidpred: error: ") and "episode log" in err and len(err.splitlines()) == 1
 
 
+def test_the_pushed_object_benchmark_reads_both_costs(run, synth_root, capsys, monkeypatch):
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pushed_object.py"
+    spec = importlib.util.spec_from_file_location("pushed_object", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr("sys.argv", ["pushed_object.py", str(run), str(synth_root), "--samples", "2",
+                                     "--min-push", "0.05"])
+    bench.main()
+    out = capsys.readouterr().out.splitlines()
+    assert "test sequences with an object pushed >= 0.05 px" in out[0]
+    for line, name in zip(out[1:], ("final", "tracked")):
+        numbers = [float(x) for x in re.findall(r"-?\d+\.\d+", line)]
+        assert line.split()[0] == name and len(numbers) == 3 and all(np.isfinite(numbers)) and numbers[0] >= 0
+    monkeypatch.setattr("sys.argv", ["pushed_object.py", str(run), str(synth_root), "--min-push", "0"])
+    with pytest.raises(SystemExit, match="--min-push must be > 0 px, got 0.0"):
+        bench.main()
+
+
 def test_errors(run, synth_root, tmp_path, capsys):
     out = tmp_path / "x.json"
     assert "not found" in _error(capsys, ["plan", str(tmp_path / "nope"), *SMALL, "--out", str(out)])
@@ -272,6 +349,7 @@ def test_errors(run, synth_root, tmp_path, capsys):
         assert flag in _error(capsys, ["plan", str(run), *SMALL, flag, value, "--out", str(out)])
     assert "--replan-every" in _error(capsys, ["plan", str(run), *SMALL, "--replan-every", "4", "--out", str(out)])
     assert "--arms" in _error(capsys, ["plan", str(run), *SMALL, "--arms", "model", "oracle", "--out", str(out)])
+    assert "--cost" in _error(capsys, ["plan", str(run), *SMALL, "--cost", "centre", "--out", str(out)])
     lab = train_tiny(synth_root, tmp_path / "lab", ["model.condition=lab"])
     assert "model.condition=lab" in _error(capsys, ["plan", str(lab), *SMALL, "--out", str(out)])
     blind = train_tiny(synth_root, tmp_path / "blind",

@@ -40,6 +40,9 @@ def register(sub) -> None:
                    help="steps of each plan executed before replanning, <= --horizon (default: %(default)s)")
     p.add_argument("--model-samples", type=int, default=d.MODEL_SAMPLES,
                    help="prior samples per action sequence for the model arm, cost averaged (default: %(default)s)")
+    p.add_argument("--cost", default=d.COSTS[0], metavar="|".join(d.COSTS),
+                   help="how the model arm reads the object's position in its predictions: followed through the "
+                   "horizon's frames (tracked) or from the last frame alone (final) (default: %(default)s)")
     p.add_argument("--arms", nargs="+", default=list(d.ARMS), metavar="ARM",
                    help=f"arms to run, some of {' '.join(d.ARMS)} (default: all)")
     p.add_argument("--gif", type=Path, default=None, metavar="DIR",
@@ -64,7 +67,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     log = episode_log_path(out)
     try:
         result = plan_run(args.run, episodes=args.episodes, seed=args.seed, cfg=cfg, steps=args.steps, arms=arms,
-                          model_samples=args.model_samples, device=args.device, gif_dir=args.gif,
+                          model_samples=args.model_samples, device=args.device, gif_dir=args.gif, cost=args.cost,
                           progress=False if args.no_progress else None, log=log)
     except KeyboardInterrupt:
         if log.is_file() and len(log.read_bytes().splitlines()) > 1:

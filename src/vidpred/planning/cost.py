@@ -11,6 +11,14 @@ weight ``PRIOR_MASS`` at the object's position in the last observed frame: an ob
 that a prediction blurs away entirely stays where it was (and earns nothing), instead
 of jumping to an undefined centroid.
 
+Tracking (:func:`colour_track`, the model arm's default, ``cost="tracked"``): the object is
+followed through the predicted frames of the horizon, each frame's pseudo-pixel at the position
+the previous predicted frame gave (the first at the last observed position). Where a prediction
+fades a pushed object over the horizon, its position stays where the imagined push last showed
+it, instead of falling back to where it started: on the demo's test pushes the tracked position
+is 6.2 px from the true one after 10 steps, the last frame's alone 9.3 px (docs/results.md).
+``cost="final"`` reads the last predicted frame alone, as before.
+
 Cost of a plan (both arms alike): the distance in px from the object to the goal
 after the last step of the horizon. Candidates are compared on where they leave the
 object, not on how they get there; replanning (after every step by default) makes up
@@ -35,6 +43,7 @@ import numpy as np
 import torch
 
 from vidpred.errors import ConfigError
+from vidpred.planning.defaults import COSTS
 
 COLOUR_SIGMA = 0.08
 COLOUR_CUTOFF = 2.0 * COLOUR_SIGMA
@@ -74,6 +83,24 @@ def colour_centroid(frames: torch.Tensor, colour, prior_xy=None, prior_mass: flo
     return torch.stack([sx / mass, sy / mass], -1)
 
 
+def colour_track(frames: torch.Tensor, colour, start_xy, prior_mass: float = PRIOR_MASS,
+                 sigma: float = COLOUR_SIGMA, cutoff: float = COLOUR_CUTOFF) -> torch.Tensor:
+    """frames (..., T, 3, H, W) in [0, 1], a predicted sequence -> (..., 2): the object of
+    ``colour`` followed through the T frames. Frame t's position is its colour centroid with
+    the pseudo-pixel at frame t - 1's position (frame 0's at ``start_xy`` (2,), the last
+    observed position), so an object that the frames fade keeps its last seen position."""
+    xy = torch.as_tensor(start_xy, dtype=torch.float32, device=frames.device)
+    xy = xy.expand(*frames.shape[:-4], 2)
+    H, W = frames.shape[-2:]
+    xs, ys = pixel_centres(H, W, frames.device)
+    for t in range(frames.shape[-4]):
+        w = colour_weights(frames[..., t, :, :, :].float(), colour, sigma, cutoff)  # (..., H, W)
+        mass = w.sum((-2, -1))[..., None] + prior_mass
+        s = torch.stack([(w.sum(-2) * xs).sum(-1), (w.sum(-1) * ys).sum(-1)], -1)
+        xy = (s + prior_mass * xy) / mass
+    return xy
+
+
 def frame_to_tensor(frame: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float (3, H, W) in [0, 1]."""
     frame = np.array(frame, dtype=np.uint8)  # a copy: arrays of PIL images are read-only
@@ -101,10 +128,13 @@ class ModelPredictor:
     """
 
     def __init__(self, model, task, n_past: int, model_samples: int = 1,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, cost: str = COSTS[0]):
         check_model(model.cfg, "model")
         if model_samples < 1:
             raise ConfigError(f"--model-samples must be >= 1, got {model_samples}")
+        if cost not in COSTS:
+            raise ConfigError(f"--cost must be one of {', '.join(COSTS)}, got {cost!r}")
+        self.cost = cost
         self.model, self.n_past, self.samples = model, int(n_past), int(model_samples)
         self.device = next(model.parameters()).device
         self.colour = torch.tensor(task.colour, dtype=torch.float32) / 255.0
@@ -165,7 +195,10 @@ class ModelPredictor:
 
     def __call__(self, actions: np.ndarray) -> np.ndarray:
         future = self.imagine(actions)  # (N, S, H, 3, h, w)
-        xy = colour_centroid(future[:, :, -1], self.colour, prior_xy=self.prior_xy)  # (N, S, 2)
+        if self.cost == "tracked":
+            xy = colour_track(future, self.colour, self.prior_xy)  # (N, S, 2)
+        else:
+            xy = colour_centroid(future[:, :, -1], self.colour, prior_xy=self.prior_xy)  # (N, S, 2)
         return (xy - self.goal).norm(dim=-1).mean(1).double().numpy()
 
 

@@ -12,6 +12,7 @@ ELITE_FRACTION = 0.05  # at least 2 elites
 HORIZON = 10
 REPLAN_EVERY = 1
 MODEL_SAMPLES = 1  # prior samples per action sequence (model arm)
+COSTS = ("tracked", "final")  # how the model arm reads the object's position (planning/cost.py); the default first
 STEPS = 15  # executed steps per episode
 EPISODES = 10
 ARMS = ("model", "random", "simulator")

@@ -31,15 +31,19 @@ from tqdm import tqdm
 from vidpred.errors import ConfigError, DataError
 from vidpred.planning.cem import CEM, CEMConfig, random_actions
 from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, check_model, frame_to_tensor
-from vidpred.planning.defaults import ARMS, EPISODES, MODEL_SAMPLES, STEPS
+from vidpred.planning.defaults import ARMS, COSTS, EPISODES, MODEL_SAMPLES, STEPS
 from vidpred.planning.env import (GOAL_CONE_DEG, GOAL_DISTANCE_PX, MAX_GAP_PX, MIN_CONTRAST, SUCCESS_RADIUS_PX,
                                   TASK_SPLIT, PushEnv, Task, find_tasks)
 from vidpred.training.checkpoint import complete_lines, rewrite_lines, write_atomic
 
 FORMAT = "vidpred-plan-1"
 ARM_KEYS = {"model": 1, "random": 2, "simulator": 3}
-COST = ("distance in px from the object to the goal after the last step of the horizon: its colour "
-        "centroid in the last predicted frame (model), its true area centroid (simulator)")
+COST = {  # --cost: the model arm's reading of the object's position; the simulator's is always true
+    "tracked": ("distance in px from the object to the goal after the last step of the horizon: its colour "
+                "centroid followed through the predicted frames (model), its true area centroid (simulator)"),
+    "final": ("distance in px from the object to the goal after the last step of the horizon: its colour "
+              "centroid in the last predicted frame (model), its true area centroid (simulator)"),
+}
 
 
 def arm_rng(seed: int, index: int, arm: str) -> np.random.Generator:
@@ -52,7 +56,7 @@ def torch_generator(seed: int, index: int, key: int) -> torch.Generator:
 
 
 def run_episode(task: Task, arm: str, cfg: CEMConfig, steps: int, seed: int, n_past: int,
-                model=None, model_samples: int = 1, imagine: bool = False) -> dict[str, Any]:
+                model=None, model_samples: int = 1, imagine: bool = False, cost: str = COSTS[0]) -> dict[str, Any]:
     """One closed-loop episode. Returns its record; with ``imagine`` (model arm) also the
     pictures: ``frames`` (all executed), ``imagined`` (per executed step, what the plan in
     force predicted for it) and ``first_plan`` (the first plan's imagined frames and the
@@ -71,7 +75,8 @@ def run_episode(task: Task, arm: str, cfg: CEMConfig, steps: int, seed: int, n_p
             env.step(a)
     else:
         if arm == "model":
-            predictor = ModelPredictor(model, task, n_past, model_samples, torch_generator(seed, task.index, 1))
+            predictor = ModelPredictor(model, task, n_past, model_samples, torch_generator(seed, task.index, 1),
+                                       cost=cost)
             gif_gen = torch_generator(seed, task.index, 2)  # pictures draw their own noise: --gif changes no result
         else:
             predictor = SimulatorPredictor(task)
@@ -206,7 +211,7 @@ def file_sha256(path: str | Path) -> str:
 def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMConfig | None = None,
              steps: int = STEPS, arms=ARMS, model_samples: int = MODEL_SAMPLES, device: str = "auto",
              gif_dir: str | Path | None = None, progress: bool | None = None,
-             log: str | Path | None = None) -> dict[str, Any]:
+             log: str | Path | None = None, cost: str = COSTS[0]) -> dict[str, Any]:
     """Run ``episodes`` seeded tasks closed loop for each arm; returns the result dict
     (GIFs of the model arm's episodes are written to ``gif_dir``). ``log``: a JSON-lines
     file of finished episodes (:class:`EpisodeLog`): those already there are not run again
@@ -219,6 +224,8 @@ def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMC
     arms = check_arms(arms)
     if model_samples < 1:
         raise ConfigError(f"--model-samples must be >= 1, got {model_samples}")
+    if cost not in COSTS:
+        raise ConfigError(f"--cost must be one of {', '.join(COSTS)}, got {cost!r}")
     model, run_cfg, ckpt = load_model(Path(run), device=resolve_device(device))
     check_model(run_cfg.model, str(run))
     n_past = run_cfg.train.n_past
@@ -226,8 +233,8 @@ def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMC
     result: dict[str, Any] = {
         "format": FORMAT, "run": str(run), "checkpoint": str(ckpt), "episodes": episodes, "seed": seed,
         "steps": steps, "n_past": n_past, "success_radius_px": SUCCESS_RADIUS_PX, "arms": list(arms),
-        "planner": {**cfg.as_dict(), "model_samples": model_samples},
-        "cost": COST,
+        "planner": {**cfg.as_dict(), "model_samples": model_samples, "cost": cost},
+        "cost": COST[cost],
         "task_rules": dict(split=TASK_SPLIT, goal_distance_px=list(GOAL_DISTANCE_PX), goal_cone_deg=GOAL_CONE_DEG,
                            max_gap_px=MAX_GAP_PX, min_contrast=MIN_CONTRAST),
         "tasks": [t.as_dict() for t in tasks],
@@ -253,7 +260,7 @@ def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMC
             rec = episode_log.get(arm, i, task)
             if rec is None:
                 rec = run_episode(task, arm, cfg, steps, seed, n_past, model=model, model_samples=model_samples,
-                                  imagine=gif_dir is not None and arm == "model")
+                                  imagine=gif_dir is not None and arm == "model", cost=cost)
                 if "pictures" in rec:
                     write_gifs(rec.pop("pictures"), Path(gif_dir), i, task, n_past)
                 episode_log.add(arm, i, task, rec)
