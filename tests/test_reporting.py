@@ -168,7 +168,11 @@ def test_report_shows_planning_results_of_runs_that_have_them(runs, tmp_path):
     assert "Planning (<code>vidpred plan</code>)" in page
     assert _row(page, "model") == ["43% &middot; 3.2 px &middot; 0.57 s/step", "-"]
     assert _row(page, "simulator") == ["100% &middot; 0.5 px &middot; 0.08 s/step", "-"]
-    assert _row(page, "episodes") == ["7 tasks, seed 3", "-"]
+    assert _row(page, "episodes") == ["7 tasks, seed 3, model cost final", "-"]  # written before --cost
+    (b / "plan.json").write_text(json.dumps(plan | {"planner": {"cost": "tracked"}}))
+    build_report([a, b], out, evaluate=False, grid_samples=1)
+    page = (out / "index.html").read_text()
+    assert _row(page, "episodes") == ["7 tasks, seed 3, model cost final", "7 tasks, seed 3, model cost tracked"]
     (a / "plan.json").write_text("{broken")
     with pytest.raises(DataError, match="plan.json: not valid JSON"):
         build_report([a], tmp_path / "r2", evaluate=False, grid_samples=1)
