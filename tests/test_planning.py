@@ -135,7 +135,7 @@ def colour_weights_sum(frames, colour) -> float:
 
 def test_cem_is_generic_over_the_cost():
     """A toy cost with a known optimum: the arm's summed moves should reach a target."""
-    cfg = cem_mod.CEMConfig(samples=64, iterations=4, horizon=5)
+    cfg = cem_mod.CEMConfig(samples=64, iterations=4, horizon=5, move_cost=0.0)
     target = np.array([0.1, -0.05])  # reachable: 5 steps of at most 3/64
 
     def predict(actions):
@@ -147,6 +147,28 @@ def test_cem_is_generic_over_the_cost():
     assert plan.actions.shape == (5, 4) and plan.cost < 0.01
     assert plan.best_per_iteration[-1] <= plan.best_per_iteration[0]
     assert cfg.elites == 3  # 5% of 64, rounded
+
+
+def test_cem_can_stay_still_and_prefers_short_moves():
+    """The zero-motion sequence is scored in every iteration, so where staying is best CEM finds
+    it exactly; with a move cost, of equally good sequences the one that moves least wins."""
+    def stay(actions):  # the arm's summed move: staying is the optimum, 0
+        return np.linalg.norm(actions[..., :2].sum(1), axis=-1) * 64
+
+    for still in (True, False):
+        cfg = cem_mod.CEMConfig(samples=16, iterations=2, horizon=4, still=still, move_cost=0.0)
+        plan = cem_mod.CEM(cfg, np.random.default_rng(0)).plan(stay, (0.0, 1.0))
+        assert (plan.cost == 0.0 and not plan.actions[:, :2].any()) if still else plan.cost > 0.05
+    flat = lambda actions: np.zeros(len(actions))  # noqa: E731  every sequence equally good
+    travel = lambda a: np.linalg.norm(a[:, :2], axis=-1).sum() * 64  # noqa: E731  px
+    cfg = cem_mod.CEMConfig(samples=16, iterations=1, horizon=4, still=False, move_cost=0.1)
+    plan = cem_mod.CEM(cfg, np.random.default_rng(0)).plan(flat, (0.0, 1.0))
+    noise = cem_mod.correlated_noise(np.random.default_rng(0), (16, 4, 2), cfg.correlation)  # CEM's own draws
+    others = [travel(a) for a in cem_mod.full_actions(cem_mod.clip_moves(cfg.init_std * noise, cfg.action_limit),
+                                                      (0.0, 1.0))]
+    assert plan.cost == pytest.approx(0.1 * travel(plan.actions)) and travel(plan.actions) <= min(others) + 1e-9
+    with pytest.raises(ConfigError, match="--move-cost must be a number >= 0, got -1"):
+        cem_mod.CEMConfig(move_cost=-1.0)
 
 
 def test_simulator_arm_solves_easy_tasks():
@@ -230,6 +252,7 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     assert a["success_radius_px"] == env_mod.SUCCESS_RADIUS_PX
     assert a["planner"]["samples"] == 4 and a["planner"]["iterations"] == 1 and a["planner"]["horizon"] == 3
     assert a["planner"]["cost"] == "tracked" and "followed through the predicted frames" in a["cost"]
+    assert a["planner"]["still"] is True and a["planner"]["move_cost"] == 0.05
     assert len(a["tasks"]) == 2
     for arm in ("model", "random", "simulator"):
         r = a[arm]
@@ -345,7 +368,8 @@ def test_errors(run, synth_root, tmp_path, capsys):
     assert "not found" in _error(capsys, ["plan", str(tmp_path / "nope"), *SMALL, "--out", str(out)])
     for flag, value in (("--samples", "1"), ("--iterations", "0"), ("--horizon", "0"), ("--episodes", "0"),
                         ("--steps", "0"), ("--replan-every", "0"), ("--model-samples", "0"),
-                        ("--elite-fraction", "0"), ("--seed", "-1")):
+                        ("--elite-fraction", "0"), ("--seed", "-1"), ("--move-cost", "-0.5"),
+                        ("--move-cost", "nan")):
         assert flag in _error(capsys, ["plan", str(run), *SMALL, flag, value, "--out", str(out)])
     assert "--replan-every" in _error(capsys, ["plan", str(run), *SMALL, "--replan-every", "4", "--out", str(out)])
     assert "--arms" in _error(capsys, ["plan", str(run), *SMALL, "--arms", "model", "oracle", "--out", str(out)])

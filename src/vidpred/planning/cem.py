@@ -15,7 +15,12 @@ Per iteration: N sequences ``mean + std * e`` with AR(1) noise
 scaled back onto the disc ``|(dx, dy)| <= action_limit`` (3 px per step, the most the
 training data's scripted arm moves), scored; the elites' per-step mean and standard
 deviation become the next distribution. The plan returned is the best sequence scored
-in any iteration. With ``warm_start`` the next plan starts from the final mean shifted
+in any iteration. With ``still`` (the default) the last sample of every iteration is the
+zero-motion sequence, so leaving the object where it is can always win; with ``move_cost`` c
+(default 0.05) a sequence costs ``predict + c * (px the arm travels)``, so among sequences
+predicted to leave the object equally close the one that moves the arm least wins. Without
+them a model's closed-loop plans brought objects to the goal and then pushed them past it: after
+a push the arm stands against the object, and every sampled sequence moves it. With ``warm_start`` the next plan starts from the final mean shifted
 by the executed steps (zeros appended), with the initial standard deviation.
 """
 
@@ -54,6 +59,12 @@ class CEMConfig:
     action_limit: float = ACTION_LIMIT
     """Largest |(dx, dy)| per step, dataset units."""
     warm_start: bool = True
+    still: bool = defaults.STILL
+    """Score the zero-motion sequence (the arm stays where it is) as one of every iteration's samples
+    (``--still`` / ``--no-still``): the planner can choose to leave the object where it is."""
+    move_cost: float = defaults.MOVE_COST
+    """Cost added per px of the arm's planned travel (``--move-cost``): of two sequences predicted to
+    leave the object equally close, the one that moves the arm less wins."""
     elites: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +79,8 @@ class CEMConfig:
             raise ConfigError(f"--elite-fraction must be > 0 and <= 1, got {self.elite_fraction}")
         if not 0.0 <= self.correlation < 1.0:
             raise ConfigError(f"correlation must be in [0, 1), got {self.correlation}")
+        if not (np.isfinite(self.move_cost) and self.move_cost >= 0):
+            raise ConfigError(f"--move-cost must be a number >= 0, got {self.move_cost}")
         if not (self.init_std > 0 and self.action_limit > 0):
             raise ConfigError(f"init_std and action_limit must be > 0, got {self.init_std}, {self.action_limit}")
         self.elites = int(min(self.samples, max(self.min_elites, round(self.elite_fraction * self.samples))))
@@ -136,10 +149,14 @@ class CEM:
         for _ in range(cfg.iterations):
             e = correlated_noise(self.rng, (cfg.samples, cfg.horizon, MOVE), cfg.correlation)
             xy = clip_moves(mean + std * e, cfg.action_limit)  # (N, H, 2)
+            if cfg.still:
+                xy[-1] = 0.0
             cost = np.asarray(predict(full_actions(xy, fixed)), dtype=np.float64)
             if cost.shape != (cfg.samples,):
                 raise ValueError(f"predict returned costs of shape {cost.shape}, expected ({cfg.samples},)")
             cost = np.where(np.isfinite(cost), cost, np.inf)  # a diverged prediction is never chosen
+            if cfg.move_cost:
+                cost = cost + cfg.move_cost * WORLD * np.linalg.norm(xy, axis=-1).sum(-1)
             order = np.argsort(cost, kind="stable")
             elite = xy[order[: cfg.elites]]
             mean, std = elite.mean(0), elite.std(0)

@@ -38,6 +38,11 @@ def register(sub) -> None:
                    help="planned steps (default: %(default)s)")
     p.add_argument("--replan-every", type=int, default=d.REPLAN_EVERY,
                    help="steps of each plan executed before replanning, <= --horizon (default: %(default)s)")
+    p.add_argument("--still", action=argparse.BooleanOptionalAction, default=d.STILL,
+                   help="score the zero-motion sequence (the arm stays) in every CEM iteration (default: %(default)s)")
+    p.add_argument("--move-cost", type=float, default=d.MOVE_COST,
+                   help="cost per px of the arm's planned travel, added to the object's distance in px "
+                   "(default: %(default)s)")
     p.add_argument("--model-samples", type=int, default=d.MODEL_SAMPLES,
                    help="prior samples per action sequence for the model arm, cost averaged (default: %(default)s)")
     p.add_argument("--cost", default=d.COSTS[0], metavar="|".join(d.COSTS),
@@ -59,7 +64,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                                       write_json)
 
     cfg = CEMConfig(samples=args.samples, iterations=args.iterations, elite_fraction=args.elite_fraction,
-                    horizon=args.horizon, replan_every=args.replan_every)
+                    horizon=args.horizon, replan_every=args.replan_every, still=args.still,
+                    move_cost=args.move_cost)
     check_budget(args.episodes, args.steps, args.seed)
     arms = check_arms(args.arms)
     run_dir = args.run.parent if args.run.is_file() else args.run
