@@ -246,6 +246,8 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     assert main(["plan", str(run), *SMALL, "--seed", "3", "--out", str(out1), "--gif", str(gifs)]) == 0
     printed = capsys.readouterr().out
     assert str(out1) in printed and "simulator" in printed
+    header = next(line for line in printed.splitlines() if line.startswith("arm"))
+    assert header.split() == ["arm", "success", "reached", "final", "px", "s/step"]
     assert main(["plan", str(run), *SMALL, "--seed", "3", "--out", str(out2)]) == 0
     a, b = json.loads(out1.read_text()), json.loads(out2.read_text())
     assert a["episodes"] == 2 and a["seed"] == 3 and a["steps"] == 3
@@ -259,6 +261,11 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
         assert 0.0 <= r["success_rate"] <= 1.0 and r["final_distance_px"] >= 0 and r["seconds_per_step"] >= 0
         assert len(r["episodes"]) == 2 and all(e["steps"] == 3 and len(e["actions"]) == 3 for e in r["episodes"])
         assert r["success_rate"] == np.mean([e["success"] for e in r["episodes"]])
+        for e in r["episodes"]:  # the true distance before the first planned step and after each
+            assert len(e["distances_px"]) == 4 and e["distances_px"][-1] == pytest.approx(e["final_distance_px"])
+            assert e["distances_px"][0] == pytest.approx(e["start_distance_px"], abs=0.01)
+        assert r["reached_rate"] == np.mean([min(e["distances_px"]) <= a["success_radius_px"] for e in r["episodes"]])
+        assert r["reached_rate"] >= r["success_rate"]
         assert r["final_distance_px"] == pytest.approx(np.mean([e["final_distance_px"] for e in r["episodes"]]),
                                                         abs=1e-3)
 
