@@ -370,6 +370,34 @@ def test_the_pushed_object_benchmark_reads_both_costs(run, synth_root, capsys, m
         bench.main()
 
 
+def test_the_open_loop_benchmark_scores_each_variant(run, capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from vidpred.training.checkpoint import load_model
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "plan_open_loop.py"
+    spec = importlib.util.spec_from_file_location("plan_open_loop", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    task = env_mod.find_tasks(0, 1)[0]
+    cfg = cem_mod.CEMConfig(samples=8, iterations=1)
+    sim = bench.open_loop(None, task, "sim", "best", cfg, 0, 2)
+    assert sim < task.as_dict()["start_distance_px"] - 2  # the simulator's one plan pushes the object on
+    model = load_model(run)[0]
+    assert 0 <= bench.open_loop(model, task, "tracked", "mean", cfg, 0, 2) < np.inf
+    monkeypatch.setattr("sys.argv", ["plan_open_loop.py", str(run), "--tasks", "1", "--variants", "sim:best",
+                                     "tracked:mean"])
+    bench.main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"task {task.index}: sim:best ") and "tracked:mean" in out[0]
+    assert out[1].split()[:3] == ["sim:best", "success", "100%"] and out[2].startswith("tracked:mean")
+    for argv in (["--variants", "sim:worst"], ["--tasks", "0"], ["--move-cost", "-1"]):
+        monkeypatch.setattr("sys.argv", ["plan_open_loop.py", str(run), *argv])
+        with pytest.raises(SystemExit, match="--variants|--tasks|--move-cost"):
+            bench.main()
+
+
 def test_errors(run, synth_root, tmp_path, capsys):
     out = tmp_path / "x.json"
     assert "not found" in _error(capsys, ["plan", str(tmp_path / "nope"), *SMALL, "--out", str(out)])

@@ -1,0 +1,88 @@
+"""One plan per task, executed open loop: a quick screen of planner settings (synthetic world).
+
+For each of the first ``--tasks`` tasks of ``--seed`` (the tasks of ``vidpred plan``), CEM plans
+once from the task's start with each variant and the simulator executes the whole plan (horizon
+steps) without replanning. Printed per variant: the share of tasks that end within the success
+radius and the mean final distance in px. A variant is ``READING:PICK``: READING is ``final`` or
+``tracked`` (the model arm's ``--cost``) or ``sim`` (the simulator as the model); PICK is
+``best`` (the best sequence scored, what ``vidpred plan`` executes) or ``mean`` (CEM's final
+mean). Closed loop (``vidpred plan``) is what the planning targets score; this is a cheaper
+screen of what the model's imagination lets one plan do (docs/results.md).
+
+    .venv/bin/python benchmarks/plan_open_loop.py RUN --tasks 30 --no-still --move-cost 0 \\
+        --variants sim:best final:best tracked:best tracked:mean
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from vidpred.errors import ConfigError
+from vidpred.planning import defaults
+from vidpred.planning import env as env_mod
+from vidpred.planning.cem import CEM, CEMConfig, full_actions
+from vidpred.planning.cost import ModelPredictor, SimulatorPredictor
+from vidpred.planning.mpc import arm_rng, torch_generator
+from vidpred.training.checkpoint import load_model
+
+PICKS = ("best", "mean")
+
+
+def parse_variant(text: str) -> tuple[str, str]:
+    reading, _, pick = text.partition(":")
+    if reading not in (*defaults.COSTS, "sim") or pick not in PICKS:
+        raise SystemExit(f"--variants: expected READING:PICK with READING one of {', '.join((*defaults.COSTS, 'sim'))} "
+                         f"and PICK one of {', '.join(PICKS)}, got {text!r}")
+    return reading, pick
+
+
+def open_loop(model, task, reading: str, pick: str, cfg: CEMConfig, seed: int, n_past: int) -> float:
+    """The true final distance (px) of one plan from the task's start, executed open loop."""
+    env = env_mod.PushEnv(task, n_past)
+    cem = CEM(cfg, arm_rng(seed, task.index, "model"))
+    if reading == "sim":
+        predictor = SimulatorPredictor(task)
+    else:
+        predictor = ModelPredictor(model, task, n_past, 1, torch_generator(seed, task.index, 1), cost=reading)
+    predictor.bind(env)
+    fixed = (0.0, env.gripper)
+    plan = cem.plan(predictor, fixed)
+    actions = plan.actions if pick == "best" else full_actions(cem._final_mean, fixed)
+    for a in actions:
+        env.step(a)
+    return env.distance()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run")
+    ap.add_argument("--tasks", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", nargs="+", default=["sim:best", "final:best", "tracked:best"])
+    ap.add_argument("--still", action=argparse.BooleanOptionalAction, default=defaults.STILL,
+                    help="as vidpred plan's (default: %(default)s)")
+    ap.add_argument("--move-cost", type=float, default=defaults.MOVE_COST, help="as vidpred plan's (default: %(default)s)")
+    args = ap.parse_args()
+    if args.tasks < 1:
+        raise SystemExit(f"--tasks must be >= 1, got {args.tasks}")
+    variants = [parse_variant(v) for v in args.variants]
+    model, run_cfg, _ = load_model(args.run)
+    try:
+        cfg = CEMConfig(still=args.still, move_cost=args.move_cost)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+    finals = {v: [] for v in args.variants}
+    for task in env_mod.find_tasks(args.seed, args.tasks):
+        for name, (reading, pick) in zip(args.variants, variants):
+            finals[name].append(open_loop(model, task, reading, pick, cfg, args.seed, run_cfg.train.n_past))
+        print(f"task {task.index}: " + ", ".join(f"{v} {finals[v][-1]:.2f}" for v in args.variants), flush=True)
+    for name in args.variants:
+        d = np.array(finals[name])
+        print(f"{name:14s} success {np.mean(d <= env_mod.SUCCESS_RADIUS_PX):.0%}  mean final {d.mean():.2f} px "
+              f"({len(d)} tasks, one plan each, open loop)")
+
+
+if __name__ == "__main__":
+    main()
