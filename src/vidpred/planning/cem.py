@@ -20,8 +20,9 @@ zero-motion sequence, so leaving the object where it is can always win; with ``m
 (default 0.05) a sequence costs ``predict + c * (px the arm travels)``, so among sequences
 predicted to leave the object equally close the one that moves the arm least wins. Without
 them a model's closed-loop plans brought objects to the goal and then pushed them past it: after
-a push the arm stands against the object, and every sampled sequence moves it. With ``warm_start`` the next plan starts from the final mean shifted
-by the executed steps (zeros appended), with the initial standard deviation.
+a push the arm stands against the object, and every sampled sequence moves it. With
+``warm_start`` the next plan starts from the final mean shifted by the executed steps (zeros
+appended), with the initial standard deviation.
 """
 
 from __future__ import annotations
