@@ -63,7 +63,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["sim:best", "final:best", "tracked:best"])
     ap.add_argument("--still", action=argparse.BooleanOptionalAction, default=defaults.STILL,
                     help="as vidpred plan's (default: %(default)s)")
-    ap.add_argument("--move-cost", type=float, default=defaults.MOVE_COST, help="as vidpred plan's (default: %(default)s)")
+    ap.add_argument("--move-cost", type=float, default=defaults.MOVE_COST,
+                    help="as vidpred plan's (default: %(default)s)")
     args = ap.parse_args()
     if args.tasks < 1:
         raise SystemExit(f"--tasks must be >= 1, got {args.tasks}")

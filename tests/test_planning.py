@@ -280,7 +280,8 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
     # a subset of the arms
     out3 = tmp_path / "c.json"
-    assert main(["plan", str(run), *SMALL, "--seed", "3", "--arms", "random", "--cost", "final", "--out", str(out3)]) == 0
+    assert main(["plan", str(run), *SMALL, "--seed", "3", "--arms", "random", "--cost", "final",
+                 "--out", str(out3)]) == 0
     c = json.loads(out3.read_text())
     assert c["arms"] == ["random"] and "model" not in c and "simulator" not in c
     assert c["planner"]["cost"] == "final" and "in the last predicted frame" in c["cost"]
