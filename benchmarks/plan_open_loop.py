@@ -66,14 +66,15 @@ def main() -> None:
     ap.add_argument("--move-cost", type=float, default=defaults.MOVE_COST,
                     help="as vidpred plan's (default: %(default)s)")
     args = ap.parse_args()
-    if args.tasks < 1:
-        raise SystemExit(f"--tasks must be >= 1, got {args.tasks}")
+    if args.tasks < 1 or args.seed < 0:
+        raise SystemExit(f"--tasks must be >= 1 and --seed >= 0, got {args.tasks} and {args.seed}")
+    args.variants = list(dict.fromkeys(args.variants))  # each variant once
     variants = [parse_variant(v) for v in args.variants]
-    model, run_cfg, _ = load_model(args.run)
     try:
         cfg = CEMConfig(still=args.still, move_cost=args.move_cost)
     except ConfigError as e:
         raise SystemExit(str(e)) from None
+    model, run_cfg, _ = load_model(args.run)
     finals = {v: [] for v in args.variants}
     for task in env_mod.find_tasks(args.seed, args.tasks):
         for name, (reading, pick) in zip(args.variants, variants):

@@ -167,8 +167,12 @@ def test_cem_can_stay_still_and_prefers_short_moves():
     others = [travel(a) for a in cem_mod.full_actions(cem_mod.clip_moves(cfg.init_std * noise, cfg.action_limit),
                                                       (0.0, 1.0))]
     assert plan.cost == pytest.approx(0.1 * travel(plan.actions)) and travel(plan.actions) <= min(others) + 1e-9
-    with pytest.raises(ConfigError, match="--move-cost must be a number >= 0, got -1"):
-        cem_mod.CEMConfig(move_cost=-1.0)
+    for bad in (-1.0, float("nan"), float("inf"), 1e308):
+        with pytest.raises(ConfigError, match=r"--move-cost must be a number in \[0, 1000\], got"):
+            cem_mod.CEMConfig(move_cost=bad)
+    with pytest.raises(ConfigError, match="--samples must be >= 3 with --still"):
+        cem_mod.CEMConfig(samples=2)
+    assert cem_mod.CEMConfig(samples=2, still=False).samples == 2
 
 
 def test_simulator_arm_solves_easy_tasks():
@@ -264,7 +268,8 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
         for e in r["episodes"]:  # the true distance before the first planned step and after each
             assert len(e["distances_px"]) == 4 and e["distances_px"][-1] == pytest.approx(e["final_distance_px"])
             assert e["distances_px"][0] == pytest.approx(e["start_distance_px"], abs=0.01)
-        assert r["reached_rate"] == np.mean([min(e["distances_px"]) <= a["success_radius_px"] for e in r["episodes"]])
+        assert r["reached_rate"] == np.mean([min(e["distances_px"][1:]) <= a["success_radius_px"]
+                                             for e in r["episodes"]])
         assert r["reached_rate"] >= r["success_rate"]
         assert r["final_distance_px"] == pytest.approx(np.mean([e["final_distance_px"] for e in r["episodes"]]),
                                                         abs=1e-3)
@@ -280,11 +285,12 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically
     # a subset of the arms
     out3 = tmp_path / "c.json"
-    assert main(["plan", str(run), *SMALL, "--seed", "3", "--arms", "random", "--cost", "final",
-                 "--out", str(out3)]) == 0
+    assert main(["plan", str(run), *SMALL, "--seed", "3", "--arms", "random", "--cost", "final", "--no-still",
+                 "--move-cost", "0.2", "--out", str(out3)]) == 0
     c = json.loads(out3.read_text())
     assert c["arms"] == ["random"] and "model" not in c and "simulator" not in c
     assert c["planner"]["cost"] == "final" and "in the last predicted frame" in c["cost"]
+    assert c["planner"]["still"] is False and c["planner"]["move_cost"] == 0.2  # the flags reach the planner
     assert numbers(c | {"model": a["model"], "simulator": a["simulator"]}) == numbers(a)  # arms keep their draws
 
 

@@ -173,6 +173,10 @@ def test_report_shows_planning_results_of_runs_that_have_them(runs, tmp_path):
     build_report([a, b], out, evaluate=False, grid_samples=1)
     page = (out / "index.html").read_text()
     assert _row(page, "episodes") == ["7 tasks, seed 3, model cost final", "7 tasks, seed 3, model cost tracked"]
+    (b / "plan.json").write_text(json.dumps({k: v for k, v in plan.items() if k != "model"}))  # no model arm
+    build_report([a, b], out, evaluate=False, grid_samples=1)
+    assert _row((out / "index.html").read_text(), "episodes") == ["7 tasks, seed 3, model cost final",
+                                                                  "7 tasks, seed 3"]
     (a / "plan.json").write_text("{broken")
     with pytest.raises(DataError, match="plan.json: not valid JSON"):
         build_report([a], tmp_path / "r2", evaluate=False, grid_samples=1)

@@ -38,6 +38,7 @@ from vidpred.planning.env import ACTION_LIMIT
 
 MOVE = 2  # planned dimensions: (dx, dy)
 INIT_STD_PX = 2.0  # initial standard deviation per axis, px per step
+MAX_MOVE_COST = 1000.0  # a sanity bound (px of cost per px of travel): far beyond any use, short of overflow
 
 
 @dataclass
@@ -80,8 +81,11 @@ class CEMConfig:
             raise ConfigError(f"--elite-fraction must be > 0 and <= 1, got {self.elite_fraction}")
         if not 0.0 <= self.correlation < 1.0:
             raise ConfigError(f"correlation must be in [0, 1), got {self.correlation}")
-        if not (np.isfinite(self.move_cost) and self.move_cost >= 0):
-            raise ConfigError(f"--move-cost must be a number >= 0, got {self.move_cost}")
+        if not 0.0 <= self.move_cost <= MAX_MOVE_COST:  # also rejects NaN
+            raise ConfigError(f"--move-cost must be a number in [0, {MAX_MOVE_COST:g}], got {self.move_cost}")
+        if self.still and self.samples < 3:
+            raise ConfigError(f"--samples must be >= 3 with --still (one sample is the zero-motion sequence), "
+                              f"got {self.samples}")
         if not (self.init_std > 0 and self.action_limit > 0):
             raise ConfigError(f"init_std and action_limit must be > 0, got {self.init_std}, {self.action_limit}")
         self.elites = int(min(self.samples, max(self.min_elites, round(self.elite_fraction * self.samples))))

@@ -20,9 +20,10 @@ is 6.2 px from the true one after 10 steps, the last frame's alone 9.3 px (docs/
 ``cost="final"`` reads the last predicted frame alone, as before.
 
 Cost of a plan (both arms alike): the distance in px from the object to the goal
-after the last step of the horizon. Candidates are compared on where they leave the
-object, not on how they get there; replanning (after every step by default) makes up
-for the rest.
+after the last step of the horizon (this module), plus ``--move-cost`` per px the arm
+travels over the plan (added by the planner, ``cem.py``). Candidates are compared on
+where they leave the object and how far the arm goes to get there; replanning (after
+every step by default) makes up for the rest.
 
 The model arm (:class:`ModelPredictor`) samples futures with the video model's own
 sampling path, ``vidpred.models.svg.rollout(..., use_posterior=False)``, in eval mode

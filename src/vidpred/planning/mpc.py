@@ -44,9 +44,11 @@ FORMAT = "vidpred-plan-1"
 ARM_KEYS = {"model": 1, "random": 2, "simulator": 3}
 COST = {  # --cost: the model arm's reading of the object's position; the simulator's is always true
     "tracked": ("distance in px from the object to the goal after the last step of the horizon: its colour "
-                "centroid followed through the predicted frames (model), its true area centroid (simulator)"),
+                "centroid followed through the predicted frames (model), its true area centroid (simulator); "
+                "plus planner.move_cost per px of the arm's planned travel"),
     "final": ("distance in px from the object to the goal after the last step of the horizon: its colour "
-              "centroid in the last predicted frame (model), its true area centroid (simulator)"),
+              "centroid in the last predicted frame (model), its true area centroid (simulator); "
+              "plus planner.move_cost per px of the arm's planned travel"),
 }
 
 
@@ -132,8 +134,10 @@ def summarise(records: list[dict]) -> dict[str, Any]:
     start = np.array([r["start_distance_px"] for r in records])
     seconds = sum(r["planning_seconds"] for r in records)
     steps = sum(r["steps"] for r in records)
-    # episodes resumed from a log written before distances_px was recorded have none
-    reached = [min(r["distances_px"]) <= SUCCESS_RADIUS_PX for r in records if "distances_px" in r]
+    # after some executed step (distances_px[0] is before the first); a record without distances_px
+    # (written by an older vidpred) leaves reached_rate out
+    reached = [min(r["distances_px"][1:]) <= SUCCESS_RADIUS_PX
+               for r in records if len(r.get("distances_px", ())) > 1]
     extra = dict(reached_rate=round(float(np.mean(reached)), 6)) if len(reached) == len(records) else {}
     return dict(success_rate=round(float(np.mean([r["success"] for r in records])), 6), **extra,
                 final_distance_px=round(float(final.mean()), 4),

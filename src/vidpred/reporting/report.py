@@ -249,9 +249,9 @@ def _plan_table(per_run: list[dict]) -> str:
             cells.append(f"<td>{100 * r['success_rate']:.0f}% &middot; {r['final_distance_px']:.1f} px &middot; "
                          f"{r['seconds_per_step']:.2f} s/step</td>" if isinstance(r, dict) else "<td>-</td>")
         body.append(f"<tr><td>{arm}</td>{''.join(cells)}</tr>")
-    episodes = "".join(f"<td>{p['plan']['episodes']} tasks, seed {p['plan']['seed']}, model cost "
-                       f"{html.escape(str(plan_cost(p['plan'])))}</td>" if p["plan"] else "<td>-</td>"
-                       for p in per_run)
+    episodes = "".join(f"<td>{p['plan']['episodes']} tasks, seed {p['plan']['seed']}"
+                       + (f", model cost {html.escape(str(plan_cost(p['plan'])))}" if "model" in p["plan"] else "")
+                       + "</td>" if p["plan"] else "<td>-</td>" for p in per_run)
     body.append(f"<tr><td>episodes</td>{episodes}</tr>")
     return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
