@@ -18,9 +18,10 @@ deviation become the next distribution. The plan returned is the best sequence s
 in any iteration. With ``still`` (the default) the last sample of every iteration is the
 zero-motion sequence, so leaving the object where it is can always win; with ``move_cost`` c
 (default 0.05) a sequence costs ``predict + c * (px the arm travels)``, so among sequences
-predicted to leave the object equally close the one that moves the arm least wins. Without
-them a model's closed-loop plans brought objects to the goal and then pushed them past it: after
-a push the arm stands against the object, and every sampled sequence moves it. With
+predicted to leave the object equally close the one that moves the arm least wins. They aim
+at a model's closed-loop plans bringing objects to the goal and then pushing them past it (after
+a push the arm stands against the object, and every sampled sequence moves it); over 50 tasks
+they did not measurably cure it (docs/results.md). With
 ``warm_start`` the next plan starts from the final mean shifted by the executed steps (zeros
 appended), with the initial standard deviation.
 """
