@@ -23,8 +23,7 @@ from vidpred.errors import ConfigError
 from vidpred.planning import defaults
 from vidpred.planning import env as env_mod
 from vidpred.planning.cem import CEM, CEMConfig, full_actions
-from vidpred.planning.cost import ModelPredictor, SimulatorPredictor
-from vidpred.planning.mpc import arm_rng, torch_generator
+from vidpred.planning.mpc import arm_rng, make_predictor
 from vidpred.training.checkpoint import load_model
 
 PICKS = ("best", "mean")
@@ -43,9 +42,9 @@ def open_loop(model, task, reading: str, pick: str, cfg: CEMConfig, seed: int, n
     env = env_mod.PushEnv(task, n_past)
     cem = CEM(cfg, arm_rng(seed, task.index, "model"))
     if reading == "sim":
-        predictor = SimulatorPredictor(task)
+        predictor = make_predictor("simulator", task, seed, n_past)
     else:
-        predictor = ModelPredictor(model, task, n_past, 1, torch_generator(seed, task.index, 1), cost=reading)
+        predictor = make_predictor("model", task, seed, n_past, model, cost=reading)
     predictor.bind(env)
     fixed = (0.0, env.gripper)
     plan = cem.plan(predictor, fixed)

@@ -24,6 +24,24 @@ def synth_copy(synth_root, tmp_path):
     return dst
 
 
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark(name)``: the module ``benchmarks/NAME.py`` (benchmarks/ is not a package:
+    loaded by path)."""
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 @pytest.fixture
 def stand_in_model():
     """A module for ``evaluate`` to hold where a test fakes every rollout: it carries the

@@ -355,15 +355,10 @@ def test_a_stopped_plan_resumes_from_its_finished_episodes(run, tmp_path, capsys
     assert err.startswith("vidpred: error: ") and "episode log" in err and len(err.splitlines()) == 1
 
 
-def test_the_pushed_object_benchmark_reads_both_costs(run, synth_root, capsys, monkeypatch):
-    import importlib.util
+def test_the_pushed_object_benchmark_reads_both_costs(run, synth_root, capsys, monkeypatch, load_benchmark):
     import re
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pushed_object.py"
-    spec = importlib.util.spec_from_file_location("pushed_object", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("pushed_object")
     monkeypatch.setattr("sys.argv", ["pushed_object.py", str(run), str(synth_root), "--samples", "2",
                                      "--min-push", "0.05"])
     bench.main()
@@ -377,16 +372,10 @@ def test_the_pushed_object_benchmark_reads_both_costs(run, synth_root, capsys, m
         bench.main()
 
 
-def test_the_open_loop_benchmark_scores_each_variant(run, capsys, monkeypatch):
-    import importlib.util
-    from pathlib import Path
-
+def test_the_open_loop_benchmark_scores_each_variant(run, capsys, monkeypatch, load_benchmark):
     from vidpred.training.checkpoint import load_model
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "plan_open_loop.py"
-    spec = importlib.util.spec_from_file_location("plan_open_loop", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("plan_open_loop")
     task = env_mod.find_tasks(0, 1)[0]
     cfg = cem_mod.CEMConfig(samples=8, iterations=1)
     sim = bench.open_loop(None, task, "sim", "best", cfg, 0, 2)

@@ -70,8 +70,8 @@ def colour_weights(frames: torch.Tensor, colour, sigma: float = COLOUR_SIGMA,
 def colour_centroid(frames: torch.Tensor, colour, prior_xy=None, prior_mass: float = PRIOR_MASS,
                     sigma: float = COLOUR_SIGMA, cutoff: float = COLOUR_CUTOFF) -> torch.Tensor:
     """frames (..., 3, H, W) in [0, 1] -> (..., 2) the (x, y) centroid in px of the pixels of
-    ``colour`` (3,) in [0, 1]. ``prior_xy`` (2,): a pseudo-pixel of weight ``prior_mass``
-    there (None: no prior; a frame without the colour then gives NaN)."""
+    ``colour`` (3,) in [0, 1]. ``prior_xy`` (2,) or (..., 2): a pseudo-pixel of weight
+    ``prior_mass`` there (None: no prior; a frame without the colour then gives NaN)."""
     H, W = frames.shape[-2:]
     w = colour_weights(frames.float(), colour, sigma, cutoff)  # (..., H, W)
     xs, ys = pixel_centres(H, W, frames.device)
@@ -79,8 +79,8 @@ def colour_centroid(frames: torch.Tensor, colour, prior_xy=None, prior_mass: flo
     sx = (w.sum(-2) * xs).sum(-1)
     sy = (w.sum(-1) * ys).sum(-1)
     if prior_xy is not None:
-        px, py = (float(v) for v in prior_xy)
-        mass, sx, sy = mass + prior_mass, sx + prior_mass * px, sy + prior_mass * py
+        prior = torch.as_tensor(prior_xy, dtype=torch.float32, device=frames.device)
+        mass, sx, sy = mass + prior_mass, sx + prior_mass * prior[..., 0], sy + prior_mass * prior[..., 1]
     return torch.stack([sx / mass, sy / mass], -1)
 
 
@@ -90,16 +90,15 @@ def colour_track(frames: torch.Tensor, colour, start_xy, prior_mass: float = PRI
     ``colour`` followed through the T frames. Frame t's position is its colour centroid with
     the pseudo-pixel at frame t - 1's position (frame 0's at ``start_xy`` (2,), the last
     observed position), so an object that the frames fade keeps its last seen position."""
-    xy = torch.as_tensor(start_xy, dtype=torch.float32, device=frames.device)
-    xy = xy.expand(*frames.shape[:-4], 2)
-    H, W = frames.shape[-2:]
-    xs, ys = pixel_centres(H, W, frames.device)
+    xy = torch.as_tensor(start_xy, dtype=torch.float32, device=frames.device).expand(*frames.shape[:-4], 2)
     for t in range(frames.shape[-4]):
-        w = colour_weights(frames[..., t, :, :, :].float(), colour, sigma, cutoff)  # (..., H, W)
-        mass = w.sum((-2, -1))[..., None] + prior_mass
-        s = torch.stack([(w.sum(-2) * xs).sum(-1), (w.sum(-1) * ys).sum(-1)], -1)
-        xy = (s + prior_mass * xy) / mass
+        xy = colour_centroid(frames[..., t, :, :, :], colour, xy, prior_mass, sigma, cutoff)
     return xy
+
+
+def check_cost(cost: str) -> None:
+    if cost not in COSTS:
+        raise ConfigError(f"--cost must be one of {', '.join(COSTS)}, got {cost!r}")
 
 
 def frame_to_tensor(frame: np.ndarray) -> torch.Tensor:
@@ -133,8 +132,7 @@ class ModelPredictor:
         check_model(model.cfg, "model")
         if model_samples < 1:
             raise ConfigError(f"--model-samples must be >= 1, got {model_samples}")
-        if cost not in COSTS:
-            raise ConfigError(f"--cost must be one of {', '.join(COSTS)}, got {cost!r}")
+        check_cost(cost)
         self.cost = cost
         self.model, self.n_past, self.samples = model, int(n_past), int(model_samples)
         self.device = next(model.parameters()).device

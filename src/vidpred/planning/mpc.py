@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from vidpred.errors import ConfigError, DataError
 from vidpred.planning.cem import CEM, CEMConfig, random_actions
-from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, check_model, frame_to_tensor
+from vidpred.planning.cost import ModelPredictor, SimulatorPredictor, check_cost, check_model, frame_to_tensor
 from vidpred.planning.defaults import ARMS, COSTS, EPISODES, MODEL_SAMPLES, STEPS
 from vidpred.planning.env import (GOAL_CONE_DEG, GOAL_DISTANCE_PX, MAX_GAP_PX, MIN_CONTRAST, SUCCESS_RADIUS_PX,
                                   TASK_SPLIT, PushEnv, Task, find_tasks)
@@ -42,14 +42,10 @@ from vidpred.training.checkpoint import complete_lines, rewrite_lines, write_ato
 
 FORMAT = "vidpred-plan-1"
 ARM_KEYS = {"model": 1, "random": 2, "simulator": 3}
-COST = {  # --cost: the model arm's reading of the object's position; the simulator's is always true
-    "tracked": ("distance in px from the object to the goal after the last step of the horizon: its colour "
-                "centroid followed through the predicted frames (model), its true area centroid (simulator); "
-                "plus planner.move_cost per px of the arm's planned travel"),
-    "final": ("distance in px from the object to the goal after the last step of the horizon: its colour "
-              "centroid in the last predicted frame (model), its true area centroid (simulator); "
-              "plus planner.move_cost per px of the arm's planned travel"),
-}
+READING = {"tracked": "followed through the predicted frames", "final": "in the last predicted frame"}  # --cost
+COST = {cost: f"distance in px from the object to the goal after the last step of the horizon: its colour centroid "
+              f"{reading} (model), its true area centroid (simulator); plus planner.move_cost per px of the arm's "
+              f"planned travel" for cost, reading in READING.items()}
 
 
 def arm_rng(seed: int, index: int, arm: str) -> np.random.Generator:
@@ -59,6 +55,15 @@ def arm_rng(seed: int, index: int, arm: str) -> np.random.Generator:
 def torch_generator(seed: int, index: int, key: int) -> torch.Generator:
     k = int(np.random.default_rng([int(seed), int(index), key, 0x70C]).integers(2**62))
     return torch.Generator().manual_seed(k)
+
+
+def make_predictor(arm: str, task: Task, seed: int, n_past: int, model=None, model_samples: int = 1,
+                   cost: str = COSTS[0]):
+    """The ``predict`` of a planning arm for one task: the model's (its latent noise keyed by
+    ``(seed, task index)``) or the simulator's."""
+    if arm == "model":
+        return ModelPredictor(model, task, n_past, model_samples, torch_generator(seed, task.index, 1), cost=cost)
+    return SimulatorPredictor(task)
 
 
 def run_episode(task: Task, arm: str, cfg: CEMConfig, steps: int, seed: int, n_past: int,
@@ -82,12 +87,9 @@ def run_episode(task: Task, arm: str, cfg: CEMConfig, steps: int, seed: int, n_p
             env.step(a)
             distances.append(env.distance())
     else:
+        predictor = make_predictor(arm, task, seed, n_past, model, model_samples, cost)
         if arm == "model":
-            predictor = ModelPredictor(model, task, n_past, model_samples, torch_generator(seed, task.index, 1),
-                                       cost=cost)
             gif_gen = torch_generator(seed, task.index, 2)  # pictures draw their own noise: --gif changes no result
-        else:
-            predictor = SimulatorPredictor(task)
         cem = CEM(cfg, rng)
         imagined = []
         while env.steps_taken < steps:
@@ -239,8 +241,7 @@ def plan_run(run: str | Path, episodes: int = EPISODES, seed: int = 0, cfg: CEMC
     arms = check_arms(arms)
     if model_samples < 1:
         raise ConfigError(f"--model-samples must be >= 1, got {model_samples}")
-    if cost not in COSTS:
-        raise ConfigError(f"--cost must be one of {', '.join(COSTS)}, got {cost!r}")
+    check_cost(cost)
     model, run_cfg, ckpt = load_model(Path(run), device=resolve_device(device))
     check_model(run_cfg.model, str(run))
     n_past = run_cfg.train.n_past
