@@ -76,3 +76,26 @@ def test_ssim_on_cuda_matches_the_cpu():
     assert all(x.is_cuda for x in gpu)
     for a, b in zip(gpu, cpu):
         torch.testing.assert_close(a.cpu(), b, atol=1e-5, rtol=0)
+
+
+def test_planning_costs_on_cuda_match_the_cpu():
+    """The model arm reads its cost on the model's device (planning/cost.py): the same costs as on the CPU."""
+    import numpy as np
+
+    from vidpred.planning import env as env_mod
+    from vidpred.planning.cost import ModelPredictor
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(width=8, g_dim=16, z_dim=4, rnn_size=16, cond_embed=8, condition="causal", action_lag=0)
+    model = SVG(cfg).eval()
+    task = env_mod.find_tasks(0, 1)[0]
+    env = env_mod.PushEnv(task)
+    actions = np.random.default_rng(0).uniform(-0.03, 0.03, (4, 3, 4))
+    actions[..., 2:] = (0.0, env.gripper)
+    costs = {}
+    for device in ("cpu", "cuda"):
+        pred = ModelPredictor(model.to(device), task, 2, model_samples=2, generator=torch.Generator().manual_seed(3))
+        pred.bind(env)
+        costs[device] = pred(actions)
+    assert costs["cuda"].shape == (4,) and np.isfinite(costs["cuda"]).all()
+    np.testing.assert_allclose(costs["cuda"], costs["cpu"], atol=0.05)

@@ -170,35 +170,38 @@ class ModelPredictor:
 
     @torch.no_grad()
     def imagine(self, actions: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
-        """actions (N, H, 4) -> predicted future frames (N, S, H, 3, 64, 64) in [0, 1], float;
-        the noise is drawn with ``generator`` (default: the predictor's own)."""
+        """actions (N, H, 4) -> predicted future frames (N, S, H, 3, 64, 64) in [0, 1], float, on the
+        CPU; the noise is drawn with ``generator`` (default: the predictor's own)."""
+        return self._rollouts(actions, generator).cpu()
+
+    def _rollouts(self, actions: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
+        """:meth:`imagine` on the model's device: the cost is read there, without moving every frame to the CPU."""
         from vidpred.models.svg import rollout
 
         N, H = actions.shape[:2]
         S, P, T = self.samples, self.n_past, self.n_past + actions.shape[1]
         cfg = self.model.cfg
-        noise = torch.randn(S, T - 1, cfg.noise_dim, generator=generator or self.generator)
-        conds = self.conditions(actions)
+        noise = torch.randn(S, T - 1, cfg.noise_dim, generator=generator or self.generator).to(self.device)
+        conds = self.conditions(actions).to(self.device)
+        n_idx = torch.arange(N, device=self.device).repeat_interleave(S)  # candidate-major rows
+        s_idx = torch.arange(S, device=self.device).repeat(N)
         out = []
-        rows = [(n, s) for n in range(N) for s in range(S)]  # candidate-major
-        for r0 in range(0, len(rows), ROLLOUT_BATCH):
-            idx = rows[r0: r0 + ROLLOUT_BATCH]
-            n_idx = torch.tensor([n for n, _ in idx])
-            s_idx = torch.tensor([s for _, s in idx])
-            B = len(idx)
-            r = rollout(self.model, self.frames[None].expand(B, *self.frames.shape),
-                        conds[n_idx].to(self.device), P, use_posterior=False,
-                        noise=noise[s_idx].to(self.device))
-            out.append(r.pred[:, P - 1:].float().clamp(0, 1).cpu())
+        for r0 in range(0, N * S, ROLLOUT_BATCH):
+            n, s = n_idx[r0: r0 + ROLLOUT_BATCH], s_idx[r0: r0 + ROLLOUT_BATCH]
+            r = rollout(self.model, self.frames[None].expand(len(n), *self.frames.shape), conds[n], P,
+                        use_posterior=False, noise=noise[s])
+            out.append(r.pred[:, P - 1:].float().clamp(0, 1))
         return torch.cat(out).view(N, S, H, *out[0].shape[-3:])
 
+    @torch.no_grad()
     def __call__(self, actions: np.ndarray) -> np.ndarray:
-        future = self.imagine(actions)  # (N, S, H, 3, h, w)
+        future = self._rollouts(actions)  # (N, S, H, 3, h, w) on the model's device
+        colour, goal = self.colour.to(self.device), self.goal.to(self.device)
         if self.cost == "tracked":
-            xy = colour_track(future, self.colour, self.prior_xy)  # (N, S, 2)
+            xy = colour_track(future, colour, self.prior_xy)  # (N, S, 2)
         else:
-            xy = colour_centroid(future[:, :, -1], self.colour, prior_xy=self.prior_xy)  # (N, S, 2)
-        return (xy - self.goal).norm(dim=-1).mean(1).double().numpy()
+            xy = colour_centroid(future[:, :, -1], colour, prior_xy=self.prior_xy)  # (N, S, 2)
+        return (xy - goal).norm(dim=-1).mean(1).double().cpu().numpy()
 
 
 class SimulatorPredictor:
