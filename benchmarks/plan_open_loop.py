@@ -5,8 +5,8 @@ once from the task's start with each variant and the simulator executes the whol
 steps) without replanning. Printed per variant: the share of tasks that end within the success
 radius and the mean final distance in px. A variant is ``READING:PICK``: READING is ``final`` or
 ``tracked`` (the model arm's ``--cost``) or ``sim`` (the simulator as the model); PICK is
-``best`` (the best sequence scored, what ``vidpred plan`` executes) or ``mean`` (CEM's final
-mean). Closed loop (``vidpred plan``) is what the planning targets score; this is a cheaper
+``best`` (the best sequence scored) or ``mean`` (CEM's final elite mean): ``vidpred plan
+--execute``. Closed loop (``vidpred plan``) is what the planning targets score; this is a cheaper
 screen of what the model's imagination lets one plan do (docs/results.md).
 
     .venv/bin/python benchmarks/plan_open_loop.py RUN --tasks 30 --no-still --move-cost 0 \\
@@ -22,7 +22,7 @@ import numpy as np
 from vidpred.errors import ConfigError
 from vidpred.planning import defaults
 from vidpred.planning import env as env_mod
-from vidpred.planning.cem import CEM, CEMConfig, full_actions
+from vidpred.planning.cem import CEM, CEMConfig
 from vidpred.planning.mpc import arm_rng, make_predictor
 from vidpred.training.checkpoint import load_model
 
@@ -48,7 +48,7 @@ def open_loop(model, task, reading: str, pick: str, cfg: CEMConfig, seed: int, n
     predictor.bind(env)
     fixed = (0.0, env.gripper)
     plan = cem.plan(predictor, fixed)
-    actions = plan.actions if pick == "best" else full_actions(cem._final_mean, fixed)
+    actions = plan.best if pick == "best" else plan.mean
     for a in actions:
         env.step(a)
     return env.distance()

@@ -175,6 +175,31 @@ def test_cem_can_stay_still_and_prefers_short_moves():
     assert cem_mod.CEMConfig(samples=2, still=False).samples == 2
 
 
+def test_cem_executes_the_best_sequence_or_the_elite_mean():
+    """``execute="mean"`` returns the mean of the last iteration's elites (what the warm start
+    shifts), ``best`` the lowest-cost sequence; both plans are kept on the Plan either way."""
+    target = np.array([0.1, -0.05])
+
+    def predict(actions):
+        return np.linalg.norm(actions[..., :2].sum(1) - target, axis=-1)
+
+    plans = {}
+    for execute in ("best", "mean"):
+        cfg = cem_mod.CEMConfig(samples=32, iterations=3, horizon=5, move_cost=0.0, execute=execute)
+        cem = cem_mod.CEM(cfg, np.random.default_rng(0))
+        plans[execute] = plan = cem.plan(predict, (0.0, 1.0))
+        np.testing.assert_allclose(plan.mean[:, :2], cem._final_mean, rtol=1e-12)  # on the disc already here
+        assert plan.actions is (plan.best if execute == "best" else plan.mean)
+        assert np.all(plan.mean[:, 2:] == (0.0, 1.0))
+    # the same draws either way: the same best and mean sequences, only the executed one differs
+    np.testing.assert_array_equal(plans["best"].best, plans["mean"].best)
+    np.testing.assert_array_equal(plans["best"].mean, plans["mean"].mean)
+    assert not np.array_equal(plans["best"].best, plans["best"].mean)
+    assert predict(plans["mean"].mean[None])[0] < 0.02  # the elites' mean is near the optimum too
+    with pytest.raises(ConfigError, match="--execute must be one of best, mean, got 'median'"):
+        cem_mod.CEMConfig(execute="median")
+
+
 def test_simulator_arm_solves_easy_tasks():
     cfg = cem_mod.CEMConfig(samples=24, iterations=2, horizon=6)
     records = [run_episode(t, "simulator", cfg, 14, 0, env_mod.N_PAST) for t in env_mod.find_tasks(0, 4)]
@@ -286,11 +311,12 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     # a subset of the arms
     out3 = tmp_path / "c.json"
     assert main(["plan", str(run), *SMALL, "--seed", "3", "--arms", "random", "--cost", "final", "--no-still",
-                 "--move-cost", "0.2", "--out", str(out3)]) == 0
+                 "--move-cost", "0.2", "--execute", "mean", "--out", str(out3)]) == 0
     c = json.loads(out3.read_text())
     assert c["arms"] == ["random"] and "model" not in c and "simulator" not in c
     assert c["planner"]["cost"] == "final" and "in the last predicted frame" in c["cost"]
     assert c["planner"]["still"] is False and c["planner"]["move_cost"] == 0.2  # the flags reach the planner
+    assert c["planner"]["execute"] == "mean"
     assert numbers(c | {"model": a["model"], "simulator": a["simulator"]}) == numbers(a)  # arms keep their draws
 
 

@@ -15,7 +15,8 @@ Per iteration: N sequences ``mean + std * e`` with AR(1) noise
 scaled back onto the disc ``|(dx, dy)| <= action_limit`` (3 px per step, the most the
 training data's scripted arm moves), scored; the elites' per-step mean and standard
 deviation become the next distribution. The plan returned is the best sequence scored
-in any iteration. With ``still`` (the default) the last sample of every iteration is the
+in any iteration (``execute="best"``, the default) or the last iteration's elite mean
+(``execute="mean"``): the best of many noisy predictions is the one whose errors flatter it most. With ``still`` (the default) the last sample of every iteration is the
 zero-motion sequence, so leaving the object where it is can always win; with ``move_cost`` c
 (default 0.05) a sequence costs ``predict + c * (px the arm travels)``, so among sequences
 predicted to leave the object equally close the one that moves the arm least wins. They aim
@@ -39,6 +40,7 @@ from vidpred.planning.env import ACTION_LIMIT
 
 MOVE = 2  # planned dimensions: (dx, dy)
 INIT_STD_PX = 2.0  # initial standard deviation per axis, px per step
+EXECUTE = ("best", "mean")  # what CEMConfig.execute may name
 MAX_MOVE_COST = 1000.0  # a sanity bound (px of cost per px of travel): far beyond any use, short of overflow
 
 
@@ -68,6 +70,9 @@ class CEMConfig:
     move_cost: float = defaults.MOVE_COST
     """Cost added per px of the arm's planned travel (``--move-cost``): of two sequences predicted to
     leave the object equally close, the one that moves the arm less wins."""
+    execute: str = defaults.EXECUTE
+    """The plan returned (``--execute``): ``best``, the lowest-cost sequence scored in any iteration, or
+    ``mean``, the mean of the last iteration's elites (less tuned to one prediction's errors)."""
     elites: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +92,8 @@ class CEMConfig:
         if self.still and self.samples < 3:
             raise ConfigError(f"--samples must be >= 3 with --still (one sample is the zero-motion sequence), "
                               f"got {self.samples}")
+        if self.execute not in EXECUTE:
+            raise ConfigError(f"--execute must be one of {', '.join(EXECUTE)}, got {self.execute!r}")
         if not (self.init_std > 0 and self.action_limit > 0):
             raise ConfigError(f"init_std and action_limit must be > 0, got {self.init_std}, {self.action_limit}")
         self.elites = int(min(self.samples, max(self.min_elites, round(self.elite_fraction * self.samples))))
@@ -132,11 +139,15 @@ def random_actions(rng: np.random.Generator, steps: int, cfg: CEMConfig, fixed) 
 @dataclass
 class Plan:
     actions: np.ndarray
-    """(H, 4) the best sequence scored."""
+    """(H, 4) the sequence to execute: ``best`` or ``mean`` (``CEMConfig.execute``)."""
     cost: float
-    """Its cost."""
+    """The best sequence's cost (the mean sequence is not scored)."""
     best_per_iteration: list[float]
     """Lowest cost seen in each iteration."""
+    best: np.ndarray
+    """(H, 4) the lowest-cost sequence scored in any iteration."""
+    mean: np.ndarray
+    """(H, 4) the mean of the last iteration's elites, on the action disc."""
 
 
 class CEM:
@@ -170,7 +181,8 @@ class CEM:
             if best_xy is None or cost[order[0]] < best_cost:
                 best_xy, best_cost = xy[order[0]], float(cost[order[0]])
         self._final_mean = mean
-        return Plan(full_actions(best_xy, fixed), best_cost, per_iteration)
+        best, mean_plan = full_actions(best_xy, fixed), full_actions(clip_moves(mean, cfg.action_limit), fixed)
+        return Plan(best if cfg.execute == "best" else mean_plan, best_cost, per_iteration, best, mean_plan)
 
     def advance(self, steps: int) -> None:
         """``steps`` of the plan were executed: shift the warm start (or reset it)."""

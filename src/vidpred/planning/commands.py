@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--move-cost", type=float, default=d.MOVE_COST,
                    help="cost per px of the arm's planned travel, added to the object's distance in px "
                    "(default: %(default)s)")
+    p.add_argument("--execute", default=d.EXECUTE, metavar="best|mean",
+                   help="the plan executed: the lowest-cost sequence scored (best) or the mean of CEM's last "
+                   "elites (mean) (default: %(default)s)")
     p.add_argument("--model-samples", type=int, default=d.MODEL_SAMPLES,
                    help="prior samples per action sequence for the model arm, cost averaged (default: %(default)s)")
     p.add_argument("--cost", default=d.COSTS[0], metavar="|".join(d.COSTS),
@@ -65,7 +68,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     cfg = CEMConfig(samples=args.samples, iterations=args.iterations, elite_fraction=args.elite_fraction,
                     horizon=args.horizon, replan_every=args.replan_every, still=args.still,
-                    move_cost=args.move_cost)
+                    move_cost=args.move_cost, execute=args.execute)
     check_budget(args.episodes, args.steps, args.seed)
     arms = check_arms(args.arms)
     run_dir = args.run.parent if args.run.is_file() else args.run

@@ -13,6 +13,7 @@ HORIZON = 10
 REPLAN_EVERY = 1
 STILL = True  # score the zero-motion sequence in every CEM iteration
 MOVE_COST = 0.05  # cost per px of planned arm travel
+EXECUTE = "best"  # the plan executed: the best sequence scored, or CEM's final elite mean
 MODEL_SAMPLES = 1  # prior samples per action sequence (model arm)
 COSTS = ("tracked", "final")  # how the model arm reads the object's position (planning/cost.py); the default first
 STEPS = 15  # executed steps per episode
