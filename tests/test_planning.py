@@ -283,7 +283,7 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     assert a["success_radius_px"] == env_mod.SUCCESS_RADIUS_PX
     assert a["planner"]["samples"] == 4 and a["planner"]["iterations"] == 1 and a["planner"]["horizon"] == 3
     assert a["planner"]["cost"] == "tracked" and "followed through the predicted frames" in a["cost"]
-    assert a["planner"]["still"] is True and a["planner"]["move_cost"] == 0.05
+    assert a["planner"]["still"] is True and a["planner"]["move_cost"] == 0.2
     assert len(a["tasks"]) == 2
     for arm in ("model", "random", "simulator"):
         r = a[arm]
