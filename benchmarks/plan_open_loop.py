@@ -26,7 +26,7 @@ from vidpred.planning.cem import CEM, CEMConfig
 from vidpred.planning.mpc import arm_rng, make_predictor
 from vidpred.training.checkpoint import load_model
 
-PICKS = ("best", "mean")
+PICKS = defaults.EXECUTES  # what vidpred plan --execute may name
 
 
 def parse_variant(text: str) -> tuple[str, str]:

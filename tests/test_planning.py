@@ -200,6 +200,26 @@ def test_cem_executes_the_best_sequence_or_the_elite_mean():
         cem_mod.CEMConfig(execute="median")
 
 
+def test_a_closed_loop_episode_executes_the_elite_mean(monkeypatch):
+    """With ``execute="mean"`` an episode executes the first step of each plan's elite mean."""
+    plans = []
+    real = cem_mod.CEM.plan
+
+    def spy(self, predict, fixed):
+        plans.append(real(self, predict, fixed))
+        return plans[-1]
+
+    monkeypatch.setattr(cem_mod.CEM, "plan", spy)
+    task = env_mod.find_tasks(0, 1)[0]
+    cfg = cem_mod.CEMConfig(samples=8, iterations=2, horizon=3, execute="mean")
+    record = run_episode(task, "simulator", cfg, 3, 0, env_mod.N_PAST)
+    assert len(plans) == 3 == len(record["actions"])
+    for plan, executed in zip(plans, record["actions"]):
+        np.testing.assert_allclose(executed, plan.mean[0], atol=1e-6)  # the record rounds to 6 decimals
+        assert plan.actions is plan.mean
+    assert any(not np.allclose(p.best[0], p.mean[0]) for p in plans)  # so the check tells them apart
+
+
 def test_simulator_arm_solves_easy_tasks():
     cfg = cem_mod.CEMConfig(samples=24, iterations=2, horizon=6)
     records = [run_episode(t, "simulator", cfg, 14, 0, env_mod.N_PAST) for t in env_mod.find_tasks(0, 4)]
@@ -403,7 +423,7 @@ def test_the_open_loop_benchmark_scores_each_variant(run, capsys, monkeypatch, l
 
     bench = load_benchmark("plan_open_loop")
     task = env_mod.find_tasks(0, 1)[0]
-    cfg = cem_mod.CEMConfig(samples=8, iterations=1)
+    cfg = cem_mod.CEMConfig(samples=8, iterations=1, move_cost=0.05)  # at 0.2 one of 8 samples may not beat staying
     sim = bench.open_loop(None, task, "sim", "best", cfg, 0, 2)
     assert sim < task.as_dict()["start_distance_px"] - 2  # the simulator's one plan pushes the object on
     model = load_model(run)[0]
@@ -426,7 +446,7 @@ def test_errors(run, synth_root, tmp_path, capsys):
     for flag, value in (("--samples", "1"), ("--iterations", "0"), ("--horizon", "0"), ("--episodes", "0"),
                         ("--steps", "0"), ("--replan-every", "0"), ("--model-samples", "0"),
                         ("--elite-fraction", "0"), ("--seed", "-1"), ("--move-cost", "-0.5"),
-                        ("--move-cost", "nan")):
+                        ("--move-cost", "nan"), ("--execute", "median")):
         assert flag in _error(capsys, ["plan", str(run), *SMALL, flag, value, "--out", str(out)])
     assert "--replan-every" in _error(capsys, ["plan", str(run), *SMALL, "--replan-every", "4", "--out", str(out)])
     assert "--arms" in _error(capsys, ["plan", str(run), *SMALL, "--arms", "model", "oracle", "--out", str(out)])

@@ -7,7 +7,8 @@ held at the ``fixed`` values (0 and the episode's gripper: the tasks never lift 
 grip). VP2 (Tian et al. 2023)'s CEM scores 200 samples x 3 iterations and replans every
 step; the defaults (``defaults.py``) keep its 3 iterations, 5% elites (at least 2),
 horizon 10, temporally correlated noise and replanning after every step, but score 60
-samples, to fit about 2 s per plan on a 2-core CPU (docs/planning.md).
+samples, cut towards 2 s per plan on a 2-core CPU (3.1-4.6 s per step with the tracked cost;
+docs/planning.md).
 
 Per iteration: N sequences ``mean + std * e`` with AR(1) noise
 ``e_t = beta e_{t-1} + sqrt(1 - beta^2) eps_t`` (unit variance per step, correlation
@@ -16,9 +17,10 @@ scaled back onto the disc ``|(dx, dy)| <= action_limit`` (3 px per step, the mos
 training data's scripted arm moves), scored; the elites' per-step mean and standard
 deviation become the next distribution. The plan returned is the best sequence scored
 in any iteration (``execute="best"``, the default) or the last iteration's elite mean
-(``execute="mean"``): the best of many noisy predictions is the one whose errors flatter it
-most. With ``still`` (the default) the last sample of every iteration is the zero-motion
-sequence, so leaving the object where it is can always win; with ``move_cost`` c (default
+(``execute="mean"``), which is less tuned to one prediction's errors: the best of many noisy
+predictions is the one whose errors flatter it most. With ``still`` (the default) the last
+sample of every iteration is the zero-motion sequence, so with ``execute="best"`` leaving the
+object where it is can always win (the elites' mean is zero only if every elite is); with ``move_cost`` c (default
 0.2) a sequence costs ``predict + c * (px the arm travels)``, so among sequences predicted to
 leave the object equally close the one that moves the arm least wins, and a long push must be
 predicted to gain c px per px of travel. They aim at a model's closed-loop plans bringing
@@ -42,7 +44,6 @@ from vidpred.planning.env import ACTION_LIMIT
 
 MOVE = 2  # planned dimensions: (dx, dy)
 INIT_STD_PX = 2.0  # initial standard deviation per axis, px per step
-EXECUTE = ("best", "mean")  # what CEMConfig.execute may name
 MAX_MOVE_COST = 1000.0  # a sanity bound (px of cost per px of travel): far beyond any use, short of overflow
 
 
@@ -72,7 +73,7 @@ class CEMConfig:
     move_cost: float = defaults.MOVE_COST
     """Cost added per px of the arm's planned travel (``--move-cost``): of two sequences predicted to
     leave the object equally close, the one that moves the arm less wins."""
-    execute: str = defaults.EXECUTE
+    execute: str = defaults.EXECUTES[0]
     """The plan returned (``--execute``): ``best``, the lowest-cost sequence scored in any iteration, or
     ``mean``, the mean of the last iteration's elites (less tuned to one prediction's errors)."""
     elites: int = field(init=False)
@@ -94,8 +95,8 @@ class CEMConfig:
         if self.still and self.samples < 3:
             raise ConfigError(f"--samples must be >= 3 with --still (one sample is the zero-motion sequence), "
                               f"got {self.samples}")
-        if self.execute not in EXECUTE:
-            raise ConfigError(f"--execute must be one of {', '.join(EXECUTE)}, got {self.execute!r}")
+        if self.execute not in defaults.EXECUTES:
+            raise ConfigError(f"--execute must be one of {', '.join(defaults.EXECUTES)}, got {self.execute!r}")
         if not (self.init_std > 0 and self.action_limit > 0):
             raise ConfigError(f"init_std and action_limit must be > 0, got {self.init_std}, {self.action_limit}")
         self.elites = int(min(self.samples, max(self.min_elites, round(self.elite_fraction * self.samples))))

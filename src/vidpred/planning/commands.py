@@ -43,7 +43,7 @@ def register(sub) -> None:
     p.add_argument("--move-cost", type=float, default=d.MOVE_COST,
                    help="cost per px of the arm's planned travel, added to the object's distance in px "
                    "(default: %(default)s)")
-    p.add_argument("--execute", default=d.EXECUTE, metavar="best|mean",
+    p.add_argument("--execute", default=d.EXECUTES[0], metavar="|".join(d.EXECUTES),
                    help="the plan executed: the lowest-cost sequence scored (best) or the mean of CEM's last "
                    "elites (mean) (default: %(default)s)")
     p.add_argument("--model-samples", type=int, default=d.MODEL_SAMPLES,

@@ -174,6 +174,7 @@ class ModelPredictor:
         CPU; the noise is drawn with ``generator`` (default: the predictor's own)."""
         return self._rollouts(actions, generator).cpu()
 
+    @torch.no_grad()
     def _rollouts(self, actions: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
         """:meth:`imagine` on the model's device: the cost is read there, without moving every frame to the CPU."""
         from vidpred.models.svg import rollout
