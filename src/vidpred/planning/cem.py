@@ -20,10 +20,10 @@ in any iteration (``execute="best"``, the default) or the last iteration's elite
 (``execute="mean"``), which is less tuned to one prediction's errors: the best of many noisy
 predictions is the one whose errors flatter it most. With ``still`` (the default) the last
 sample of every iteration is the zero-motion sequence, so with ``execute="best"`` leaving the
-object where it is can always win (the elites' mean is zero only if every elite is); with ``move_cost`` c (default
-0.2) a sequence costs ``predict + c * (px the arm travels)``, so among sequences predicted to
-leave the object equally close the one that moves the arm least wins, and a long push must be
-predicted to gain c px per px of travel. They aim at a model's closed-loop plans bringing
+object where it is can always win (the elites' mean is zero only if every elite is); with
+``move_cost`` c (default 0.2) a sequence costs ``predict + c * (px the arm travels)``, so among
+sequences predicted to leave the object equally close the one that moves the arm least wins,
+and a long push must be predicted to gain c px per px of travel. They aim at a model's closed-loop plans bringing
 objects to the goal and then pushing them past it (the model lets the arm slide over an object
 it should push ahead: docs/results.md); with 0.2 the demo's model solved 36% of 50 tasks
 against 26% with 0.05 and 22% with neither. With
