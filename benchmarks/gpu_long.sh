@@ -36,17 +36,8 @@ mkdir -p "$OUT" "$WORK"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 LOG="$OUT/log.txt"
 START=$(date +%s)
-left() {  # seconds to the deadline, at least 1 (timeout 0 would mean no limit at all)
-    local t=$((DEADLINE_S - ($(date +%s) - START)))
-    echo $((t > 0 ? t : 1))
-}
-say() { echo "== $* ($(($(date +%s) - START)) s)" | tee -a "$LOG"; }
-
-if ! $PY -c "import pymunk, tfrecord" 2>/dev/null; then
-    $PY -m pip install --no-index --no-deps .gpu/wheels/*.whl >>"$LOG" 2>&1 || say "wheels: install failed"
-fi
-{ nvidia-smi || true; nproc; $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
-  torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device")'; } >>"$LOG" 2>&1
+source "$(dirname "$0")/gpu_common.sh"  # left, say, gpu_setup
+gpu_setup
 
 if [ "$QUICK" = 1 ]; then
     COUNTS=(--train 24 --validate 4 --test 4)

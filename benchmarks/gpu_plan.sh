@@ -53,17 +53,8 @@ mkdir -p "$WORK"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 LOG="$OUT/log.txt"
 START=$(date +%s)
-left() {  # seconds to the deadline, at least 1 (timeout 0 would mean no limit at all)
-    local t=$((DEADLINE_S - ($(date +%s) - START)))
-    echo $((t > 0 ? t : 1))
-}
-say() { echo "== $* ($(($(date +%s) - START)) s)" | tee -a "$LOG"; }
-
-if ! $PY -c "import pymunk" 2>/dev/null; then
-    $PY -m pip install --no-index --no-deps .gpu/wheels/*.whl >>"$LOG" 2>&1 || say "wheels: install failed"
-fi
-{ nvidia-smi || true; nproc; $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
-  torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device")'; } >>"$LOG" 2>&1
+source benchmarks/gpu_common.sh  # left, say, gpu_setup
+gpu_setup
 
 plan() {  # plan NAME RUN EPISODES LIMIT_S FLAGS...: its output in $WORK/NAME.txt, its exit status in NAME.rc
     local name=$1 run=$2 episodes=$3 limit=$4 rc
