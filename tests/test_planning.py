@@ -175,6 +175,27 @@ def test_cem_can_stay_still_and_prefers_short_moves():
     assert cem_mod.CEMConfig(samples=2, still=False).samples == 2
 
 
+def test_cem_keeps_every_step_within_max_step():
+    """--max-step: every sequence scored and the plan move the arm at most that far per step, the
+    random arm too; outside (0, 3] px it is refused."""
+    cfg = cem_mod.CEMConfig(samples=16, iterations=2, horizon=4, action_limit=1.5 / 64, move_cost=0.0)
+    seen = []
+
+    def far(actions):  # the farther the better: pushes every step against the limit
+        seen.append(np.linalg.norm(actions[..., :2], axis=-1) * 64)
+        return -np.linalg.norm(actions[..., :2].sum(1), axis=-1)
+
+    plan = cem_mod.CEM(cfg, np.random.default_rng(0)).plan(far, (0.0, 1.0))
+    assert max(s.max() for s in seen) <= 1.5 + 1e-9
+    assert np.linalg.norm(plan.actions[:, :2], axis=-1).max() * 64 == pytest.approx(1.5)  # it uses the limit
+    rand = cem_mod.random_actions(np.random.default_rng(0), 20, cfg, (0.0, 1.0))
+    assert np.linalg.norm(rand[:, :2], axis=-1).max() * 64 <= 1.5 + 1e-9
+    assert cfg.as_dict()["action_limit_px"] == 1.5
+    for bad in (0.0, -1.0, 3.5, float("nan")):
+        with pytest.raises(ConfigError, match=r"--max-step must be > 0 and <= 3 px .* got"):
+            cem_mod.CEMConfig(action_limit=bad / 64)
+
+
 def test_cem_executes_the_best_sequence_or_the_elite_mean():
     """``execute="mean"`` returns the mean of the last iteration's elites (what the warm start
     shifts), ``best`` the lowest-cost sequence; both plans are kept on the Plan either way."""
@@ -446,7 +467,8 @@ def test_errors(run, synth_root, tmp_path, capsys):
     for flag, value in (("--samples", "1"), ("--iterations", "0"), ("--horizon", "0"), ("--episodes", "0"),
                         ("--steps", "0"), ("--replan-every", "0"), ("--model-samples", "0"),
                         ("--elite-fraction", "0"), ("--seed", "-1"), ("--move-cost", "-0.5"),
-                        ("--move-cost", "nan"), ("--execute", "median")):
+                        ("--move-cost", "nan"), ("--execute", "median"), ("--max-step", "0"), ("--max-step", "3.5"),
+                        ("--max-step", "nan")):
         assert flag in _error(capsys, ["plan", str(run), *SMALL, flag, value, "--out", str(out)])
     assert "--replan-every" in _error(capsys, ["plan", str(run), *SMALL, "--replan-every", "4", "--out", str(out)])
     assert "--arms" in _error(capsys, ["plan", str(run), *SMALL, "--arms", "model", "oracle", "--out", str(out)])
@@ -467,3 +489,40 @@ def test_a_model_that_reads_actions_only_through_its_pose_maps_can_plan(synth_ro
     assert main(["plan", str(run), *SMALL, "--arms", "model", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["arms"] == ["model"] and res["episodes"] == 2 and res["model"]["seconds_per_step"] > 0
+
+
+def test_the_glide_benchmark_measures_a_slippery_object_gliding_on(run, tmp_path, capsys, monkeypatch,
+                                                                  load_benchmark):
+    """Task 42 of seed 0 (friction 0.07) glides on after the push stops, task 49 (friction 2.4) stops:
+    the simulator's travel tells them apart, and the printout has both friction groups."""
+    import re
+
+    bench = load_benchmark("glide")
+    tasks = {t.index: t for t in env_mod.find_tasks(0, 7)}
+    travel = {}
+    for index in (42, 49):
+        env = env_mod.PushEnv(tasks[index])
+        assert bench.push_until_moving(env, 2.5, 1.0)
+        assert env.steps_taken <= bench.MAX_PUSH_STEPS
+        here, steps = env.object_position(), env.steps_taken
+        travel[index] = bench.true_glide(env)
+        assert np.array_equal(env.object_position(), here) and env.steps_taken == steps  # simulated on a fork
+    assert travel[42] > 5.0 and travel[42] > 4 * travel[49]
+    picture = tmp_path / "glide.png"
+    monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--tasks", "7", "--samples", "2", "--picture", str(picture)])
+    bench.main()
+    from PIL import Image
+
+    assert Image.open(picture).size == (2 * 64 * (2 + bench.HORIZON), 2 * 64 * 3)  # truth and 2 samples
+    out = capsys.readouterr().out.splitlines()
+    groups = [line for line in out if line.strip().startswith("friction")]
+    assert len(groups) == 2 and "friction < 0.25" in groups[0] and "friction >= 0.25" in groups[1]
+    for line in groups:
+        true, model = (float(x) for x in re.findall(r"(\d+\.\d+) px", line))
+        assert true >= 0 and model >= 0
+    assert out[-1].startswith(f"wrote {picture}: task 42,")  # the farthest glide of the 7
+    task42 = next(line for line in out if line.startswith("task   42"))
+    assert float(re.search(r"goes\s+(\d+\.\d) px", task42).group(1)) == pytest.approx(travel[42], abs=0.05)
+    monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--speed", "0"])
+    with pytest.raises(SystemExit, match="--speed must be > 0, got 0.0"):
+        bench.main()

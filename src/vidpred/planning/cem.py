@@ -64,8 +64,9 @@ class CEMConfig:
     """AR(1) coefficient of the action noise between neighbouring steps, in [0, 1)."""
     init_std: float = INIT_STD_PX / WORLD
     """Initial standard deviation of (dx, dy), dataset units."""
-    action_limit: float = ACTION_LIMIT
-    """Largest |(dx, dy)| per step, dataset units."""
+    action_limit: float = defaults.MAX_STEP_PX / WORLD
+    """Largest |(dx, dy)| per step, dataset units (``--max-step``, in px): at most ``env.ACTION_LIMIT``,
+    the most the training data's scripted arm moves."""
     warm_start: bool = True
     still: bool = defaults.STILL
     """Score the zero-motion sequence (the arm stays where it is) as one of every iteration's samples
@@ -97,8 +98,11 @@ class CEMConfig:
                               f"got {self.samples}")
         if self.execute not in defaults.EXECUTES:
             raise ConfigError(f"--execute must be one of {', '.join(defaults.EXECUTES)}, got {self.execute!r}")
-        if not (self.init_std > 0 and self.action_limit > 0):
-            raise ConfigError(f"init_std and action_limit must be > 0, got {self.init_std}, {self.action_limit}")
+        if not 0.0 < self.action_limit <= ACTION_LIMIT * (1 + 1e-9):  # also rejects NaN
+            raise ConfigError(f"--max-step must be > 0 and <= {ACTION_LIMIT * WORLD:g} px (the most the training "
+                              f"data's arm moves per step), got {self.action_limit * WORLD:g}")
+        if not self.init_std > 0:
+            raise ConfigError(f"init_std must be > 0, got {self.init_std}")
         self.elites = int(min(self.samples, max(self.min_elites, round(self.elite_fraction * self.samples))))
 
     def as_dict(self) -> dict:

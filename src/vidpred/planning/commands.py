@@ -40,6 +40,8 @@ def register(sub) -> None:
                    help="steps of each plan executed before replanning, <= --horizon (default: %(default)s)")
     p.add_argument("--still", action=argparse.BooleanOptionalAction, default=d.STILL,
                    help="score the zero-motion sequence (the arm stays) in every CEM iteration (default: %(default)s)")
+    p.add_argument("--max-step", type=float, default=d.MAX_STEP_PX, metavar="PX",
+                   help="largest arm move per step, px, > 0 and <= 3 (default: %(default)s)")
     p.add_argument("--move-cost", type=float, default=d.MOVE_COST,
                    help="cost per px of the arm's planned travel, added to the object's distance in px "
                    "(default: %(default)s)")
@@ -62,13 +64,14 @@ def register(sub) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from vidpred.data.synth import WORLD
     from vidpred.planning.cem import CEMConfig
     from vidpred.planning.mpc import (check_arms, check_budget, episode_log_path, format_summary, plan_run,
                                       write_json)
 
     cfg = CEMConfig(samples=args.samples, iterations=args.iterations, elite_fraction=args.elite_fraction,
                     horizon=args.horizon, replan_every=args.replan_every, still=args.still,
-                    move_cost=args.move_cost, execute=args.execute)
+                    move_cost=args.move_cost, execute=args.execute, action_limit=args.max_step / WORLD)
     check_budget(args.episodes, args.steps, args.seed)
     arms = check_arms(args.arms)
     run_dir = args.run.parent if args.run.is_file() else args.run

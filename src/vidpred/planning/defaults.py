@@ -11,6 +11,7 @@ ELITE_FRACTION = 0.05  # at least 2 elites
 HORIZON = 10
 REPLAN_EVERY = 1
 STILL = True  # score the zero-motion sequence in every CEM iteration
+MAX_STEP_PX = 3.0  # largest |(dx, dy)| the planner commands per step, px (the data's scripted arm: <= 3)
 MOVE_COST = 0.2  # cost per px of planned arm travel (0.05 until 2026-11-27: docs/results.md)
 EXECUTES = ("best", "mean")  # the plan executed: the best sequence scored, or CEM's final elite mean; the default first
 MODEL_SAMPLES = 1  # prior samples per action sequence (model arm)

@@ -1,0 +1,135 @@
+"""Does the model keep a pushed object moving once the arm stops? (synthetic world)
+
+Objects slide with a hidden friction (``synth.FRICTION_RANGE``, log-uniform): a pushed
+low-friction object glides on after the arm stops, up to ~20 px, a high-friction one stops
+at once. For each of the first ``--tasks`` tasks of ``vidpred plan`` (seed ``--seed``) the arm
+drives straight at the task's object at ``--speed`` px per step until the object moved
+``--moving`` px or more in one step (at most 12 steps; a task whose object never moves is
+left out), then stops: the simulator gives how far the object goes over the next 10
+zero-motion steps, the model (``--samples`` prior samples, the last two frames as context)
+how far it predicts it, read as the planner reads it (the tracked colour centroid,
+``vidpred.planning.cost.colour_track``). Printed per task and by friction (the hidden scale
+below / above ``--low``): the mean true and predicted travel. ``--picture PNG``: the task
+whose object went farthest, as a strip (the two context frames, then the 10 still steps; top
+row the simulator, below it the model's samples).
+
+    .venv/bin/python benchmarks/glide.py RUN --tasks 50 --picture glide.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidpred.data.synth import WORLD
+from vidpred.planning import env as env_mod
+from vidpred.planning.cem import full_actions
+from vidpred.planning.cost import ModelPredictor, colour_track
+from vidpred.training.checkpoint import load_model
+
+MAX_PUSH_STEPS = 12
+HORIZON = 10
+
+
+def push_until_moving(env: env_mod.PushEnv, speed_px: float, moving_px: float) -> bool:
+    """Drive the arm straight at the task's object, ``speed_px`` per step, until the object moved
+    ``moving_px`` or more in one step (True) or ``MAX_PUSH_STEPS`` passed (False)."""
+    for _ in range(MAX_PUSH_STEPS):
+        before = env.object_position()
+        towards = before - env.effector_position()[:2] * WORLD
+        step = towards / max(float(np.linalg.norm(towards)), 1e-9) * speed_px / WORLD
+        env.step(np.array([step[0], step[1], 0.0, env.gripper]))
+        if np.linalg.norm(env.object_position() - before) >= moving_px:
+            return True
+    return False
+
+
+def true_glide(env: env_mod.PushEnv, steps: int = HORIZON) -> float:
+    """px the task's object travels over ``steps`` zero-motion steps from the env's state (a fork)."""
+    sim = env.fork(env.snapshot())
+    for _ in range(steps):
+        sim.step(env_mod.zero_action(env.gripper))
+    return float(np.linalg.norm(env_mod.object_centre(sim.world, env.task.object) - env.object_position()))
+
+
+def predicted_glide(model, env: env_mod.PushEnv, samples: int, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+    """(samples,) px the model moves the object over ``HORIZON`` zero-motion steps (tracked centroid),
+    and the predicted frames (samples, HORIZON, 3, h, w)."""
+    predictor = ModelPredictor(model, env.task, env.n_past, samples, torch.Generator().manual_seed(seed))
+    predictor.bind(env)
+    still = full_actions(np.zeros((1, HORIZON, 2)), (0.0, env.gripper))
+    future = predictor.imagine(still)[0]  # (S, H, 3, h, w)
+    xy = colour_track(future, predictor.colour, predictor.prior_xy)
+    return (xy - torch.tensor(predictor.prior_xy)).norm(dim=-1).numpy(), future
+
+
+def write_picture(env: env_mod.PushEnv, future: torch.Tensor, path: Path, scale: int = 2) -> None:
+    """The strip of ``--picture``: context frames then the still steps, the simulator on top."""
+    from PIL import Image
+
+    sim = env.fork(env.snapshot())
+    truth = []
+    for _ in range(future.shape[1]):
+        sim.step(env_mod.zero_action(env.gripper))
+        truth.append(sim.render())
+    context = list(env.frames[-env.n_past:])
+    rows = [np.concatenate(context + truth, 1)]
+    for sample in (future.permute(0, 1, 3, 4, 2).numpy() * 255).round().astype(np.uint8):
+        rows.append(np.concatenate(context + list(sample), 1))
+    img = Image.fromarray(np.concatenate(rows, 0))
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", help="run folder or checkpoint (action-conditioned, model.condition=causal)")
+    ap.add_argument("--tasks", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the tasks (default: %(default)s)")
+    ap.add_argument("--samples", type=int, default=4, help="prior samples (default: %(default)s)")
+    ap.add_argument("--speed", type=float, default=2.5, help="px per push step (default: %(default)s)")
+    ap.add_argument("--moving", type=float, default=1.0, help="px per step that counts as moving (default: %(default)s)")
+    ap.add_argument("--low", type=float, default=0.25, help="friction scale below which an object is slippery "
+                    "(default: %(default)s)")
+    ap.add_argument("--picture", type=Path, default=None, metavar="PNG",
+                    help="write the farthest-gliding task as a strip: the simulator on top, the model's samples below")
+    args = ap.parse_args()
+    for flag, value in (("--tasks", args.tasks), ("--samples", args.samples)):
+        if value < 1:
+            raise SystemExit(f"{flag} must be >= 1, got {value}")
+    for flag, value in (("--speed", args.speed), ("--moving", args.moving), ("--low", args.low)):
+        if not value > 0:
+            raise SystemExit(f"{flag} must be > 0, got {value}")
+    model, cfg, _ = load_model(args.run)
+    rows, farthest = [], None
+    for task in env_mod.find_tasks(args.seed, args.tasks):
+        env = env_mod.PushEnv(task, cfg.train.n_past)
+        if not push_until_moving(env, args.speed, args.moving):
+            continue
+        friction = env.episode.world.objects[task.object]["friction"]
+        truth = true_glide(env)
+        pred, future = predicted_glide(model, env, args.samples, args.seed * 100_003 + task.index)
+        rows.append((friction, truth, float(pred.mean())))
+        if farthest is None or truth > farthest[0]:
+            farthest = (truth, env, future)
+        print(f"task {task.index:4d} friction {friction:5.2f} after {env.steps_taken:2d} push steps: the object goes "
+              f"{truth:5.1f} px in 10 still steps, the model {pred.mean():4.1f} px "
+              f"(samples {', '.join(f'{v:.1f}' for v in pred)})")
+    if not rows:
+        raise SystemExit("no task's object moved under the push")
+    r = np.array(rows)
+    print(f"{args.run}: {len(r)} of {args.tasks} tasks' objects moved under a {args.speed:g} px/step push")
+    for name, sel in ((f"friction < {args.low:g}", r[:, 0] < args.low), (f"friction >= {args.low:g}", r[:, 0] >= args.low)):
+        if sel.any():
+            print(f"  {name:16s} {int(sel.sum()):3d} objects: true travel {r[sel, 1].mean():5.2f} px, "
+                  f"model {r[sel, 2].mean():5.2f} px")
+    if args.picture is not None:
+        _, env, future = farthest
+        write_picture(env, future, args.picture)
+        print(f"wrote {args.picture}: task {env.task.index}, the simulator on top, {args.samples} model samples below")
+
+
+if __name__ == "__main__":
+    main()
