@@ -13,7 +13,14 @@ below / above ``--low``): the mean true and predicted travel. ``--picture PNG``:
 whose object went farthest, as a strip (the two context frames, then the 10 still steps; top
 row the simulator, below it the model's samples).
 
+How often the model could have seen it: ``--data N`` counts, over the first N training
+sequences of the synthetic world (seed ``--data-seed``, hidden causes on, the scripted arm),
+the object motion (steps of 0.5 px or more) made while the arm's disc is more than
+``RELEASED_GAP_PX`` from the object's circumcircle, released; ``--plan FILE.json`` the same
+over the model arm's episodes of a ``vidpred plan`` result (its actions replayed).
+
     .venv/bin/python benchmarks/glide.py RUN --tasks 50 --picture glide.png
+    .venv/bin/python benchmarks/glide.py RUN --tasks 0 --data 60 --plan RUN/plan.json
 """
 
 from __future__ import annotations
@@ -32,6 +39,28 @@ from vidpred.training.checkpoint import load_model
 
 MAX_PUSH_STEPS = 12
 HORIZON = 10
+MOVING_PX = 0.5  # an object step that counts as motion
+RELEASED_GAP_PX = 1.5  # the arm's disc this far from an object's circumcircle: not touching it
+
+
+def released_motion(episode, actions) -> tuple[float, float]:
+    """(px of object motion, px of it made while released) as ``episode`` (a ``synth.Episode``) runs
+    ``actions`` (dataset units, 4 each; None: the episode's scripted arm, ``synth.SEQ_LEN`` steps)."""
+    from vidpred.data.synth import EFF_RADIUS, SEQ_LEN
+
+    moving = released = 0.0
+    before = episode.object_positions().copy()
+    for t in range(SEQ_LEN if actions is None else len(actions)):
+        episode.step(episode.scripted_action() if actions is None else np.asarray(actions[t], dtype=np.float64))
+        after, arm = episode.object_positions(), np.array(episode.world.eff.position)
+        for k, obj in enumerate(episode.world.objects):
+            step = float(np.linalg.norm(after[k] - before[k]))
+            if step >= MOVING_PX:
+                moving += step
+                if np.linalg.norm(after[k] - arm) - obj["radius"] - EFF_RADIUS > RELEASED_GAP_PX:
+                    released += step
+        before = after.copy()
+    return moving, released
 
 
 def push_until_moving(env: env_mod.PushEnv, speed_px: float, moving_px: float) -> bool:
@@ -93,15 +122,43 @@ def main() -> None:
     ap.add_argument("--moving", type=float, default=1.0, help="px per step that counts as moving (default: %(default)s)")
     ap.add_argument("--low", type=float, default=0.25, help="friction scale below which an object is slippery "
                     "(default: %(default)s)")
+    ap.add_argument("--data", type=int, default=0, metavar="N",
+                    help="also count released motion in the first N training sequences (default: %(default)s)")
+    ap.add_argument("--data-seed", type=int, default=0, help="seed of those sequences (default: %(default)s)")
+    ap.add_argument("--plan", type=Path, default=None, metavar="JSON",
+                    help="also count released motion in this vidpred plan result's model episodes")
     ap.add_argument("--picture", type=Path, default=None, metavar="PNG",
                     help="write the farthest-gliding task as a strip: the simulator on top, the model's samples below")
     args = ap.parse_args()
-    for flag, value in (("--tasks", args.tasks), ("--samples", args.samples)):
-        if value < 1:
-            raise SystemExit(f"{flag} must be >= 1, got {value}")
+    for flag, value, low in (("--tasks", args.tasks, 0), ("--samples", args.samples, 1), ("--data", args.data, 0)):
+        if value < low:
+            raise SystemExit(f"{flag} must be >= {low}, got {value}")
     for flag, value in (("--speed", args.speed), ("--moving", args.moving), ("--low", args.low)):
         if not value > 0:
             raise SystemExit(f"{flag} must be > 0, got {value}")
+    if args.data:
+        from vidpred.data.synth import Episode
+
+        shares = [released_motion(Episode(args.data_seed, "train", i, hidden=True), None) for i in range(args.data)]
+        moving, released = np.sum(shares, axis=0)
+        print(f"training data (seed {args.data_seed}, {args.data} sequences): {moving:.0f} px of object motion, "
+              f"{released:.0f} px ({released / max(moving, 1e-9):.0%}) of it released")
+    if args.plan is not None:
+        import json
+
+        try:
+            plan = json.loads(args.plan.read_text())
+            episodes = plan["model"]["episodes"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SystemExit(f"{args.plan}: not a readable vidpred plan result with a model arm ({err!r})") from None
+        tasks = {t.index: t for t in env_mod.find_tasks(plan["seed"], plan["episodes"])}
+        shares = [released_motion(env_mod.PushEnv(tasks[r["task"]], plan["n_past"]).episode, r["actions"])
+                  for r in episodes]
+        moving, released = np.sum(shares, axis=0)
+        print(f"{args.plan} (model arm, {len(shares)} episodes): {moving:.0f} px of object motion, "
+              f"{released:.0f} px ({released / max(moving, 1e-9):.0%}) of it released")
+    if not args.tasks:
+        return
     model, cfg, _ = load_model(args.run)
     rows, farthest = [], None
     for task in env_mod.find_tasks(args.seed, args.tasks):

@@ -526,3 +526,52 @@ def test_the_glide_benchmark_measures_a_slippery_object_gliding_on(run, tmp_path
     monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--speed", "0"])
     with pytest.raises(SystemExit, match="--speed must be > 0, got 0.0"):
         bench.main()
+    monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--plan", str(tmp_path / "none.json"), "--tasks", "0"])
+    with pytest.raises(SystemExit, match="none.json: not a readable vidpred plan result"):
+        bench.main()
+
+
+def test_released_motion_counts_object_motion_away_from_the_arm(run, tmp_path, capsys, monkeypatch, load_benchmark):
+    """Task 42's slippery object, pushed and then left: most of its motion is made released; a
+    plan result's model episodes are replayed the same way."""
+    bench = load_benchmark("glide")
+    task = {t.index: t for t in env_mod.find_tasks(0, 6)}[42]
+    env = env_mod.PushEnv(task)
+    towards = (env.object_position() - env.effector_position()[:2] * 64) / 64
+    push = np.array([*(towards / np.linalg.norm(towards) * 2.5 / 64), 0.0, env.gripper])
+    actions = [push] * 5 + [env_mod.zero_action(env.gripper)] * 8
+    moving, released = bench.released_motion(env_mod.PushEnv(task).episode, actions)
+    assert moving > 8.0 and 0.4 * moving < released < moving
+    assert bench.released_motion(env_mod.PushEnv(task).episode, actions[:0]) == (0.0, 0.0)
+    plan = {"seed": 0, "episodes": 6, "n_past": 2, "model": {"episodes": [
+        {"task": 42, "actions": [a.tolist() for a in actions]}]}}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--tasks", "0", "--data", "2", "--plan",
+                                     str(tmp_path / "plan.json")])
+    bench.main()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("training data (seed 0, 2 sequences): ") and len(out) == 2
+    assert out[1].endswith(f"{moving:.0f} px of object motion, {released:.0f} px ({released / moving:.0%}) of it released")
+
+
+def test_the_blind_simulator_stops_what_the_world_lets_glide(load_benchmark):
+    """benchmarks/blind_simulator.py: after a push, the true simulator lets task 42's slippery object
+    glide on under a still arm, the blind one stops it where it is; the closed loop runs on it."""
+    blind_mod, glide = load_benchmark("blind_simulator"), load_benchmark("glide")
+    task = {t.index: t for t in env_mod.find_tasks(0, 6)}[42]
+    env = env_mod.PushEnv(task)
+    assert glide.push_until_moving(env, 2.5, 1.0)
+    here = env.object_position()
+    blind = blind_mod.BlindSimulator(task, 3.0)
+    blind.bind(env)
+    sim = env.fork(blind.snap)
+    for _ in range(10):
+        sim.step(env_mod.zero_action(env.gripper))
+    assert np.linalg.norm(env_mod.object_centre(sim.world, task.object) - here) < 1.0  # blind: it stops
+    assert glide.true_glide(env) > 5.0  # the env's own world (bind changed a copy): it glides on
+    assert blind_mod.BlindSimulator(task, 0.06).friction == 0.06
+    cfg = cem_mod.CEMConfig(samples=4, iterations=1, horizon=3)
+    lines = []
+    summary = blind_mod.run(1, 0, 3.0, cfg, steps=2, report=lines.append)
+    assert len(summary["episodes"]) == 1 and summary["episodes"][0]["steps"] == 2
+    assert 0.0 <= summary["success_rate"] <= 1.0 and lines[0].startswith(f"task {env_mod.find_tasks(0, 1)[0].index:4d}: ")

@@ -173,6 +173,11 @@ def test_report_shows_planning_results_of_runs_that_have_them(runs, tmp_path):
     build_report([a, b], out, evaluate=False, grid_samples=1)
     page = (out / "index.html").read_text()
     assert _row(page, "episodes") == ["7 tasks, seed 3, model cost final", "7 tasks, seed 3, model cost tracked"]
+    (b / "plan.json").write_text(json.dumps(plan | {"planner": {"cost": "tracked", "action_limit_px": 2.0,
+                                                                 "move_cost": 0.2}}))
+    build_report([a, b], out, evaluate=False, grid_samples=1)
+    assert _row((out / "index.html").read_text(), "episodes")[1] == (
+        "7 tasks, seed 3, model cost tracked, arm step at most 2 px, move cost 0.2")
     (b / "plan.json").write_text(json.dumps({k: v for k, v in plan.items() if k != "model"}))  # no model arm
     build_report([a, b], out, evaluate=False, grid_samples=1)
     assert _row((out / "index.html").read_text(), "episodes") == ["7 tasks, seed 3, model cost final",

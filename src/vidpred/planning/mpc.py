@@ -67,8 +67,10 @@ def make_predictor(arm: str, task: Task, seed: int, n_past: int, model=None, mod
 
 
 def run_episode(task: Task, arm: str, cfg: CEMConfig, steps: int, seed: int, n_past: int,
-                model=None, model_samples: int = 1, imagine: bool = False, cost: str = COSTS[0]) -> dict[str, Any]:
-    """One closed-loop episode. Returns its record; with ``imagine`` (model arm) also the
+                model=None, model_samples: int = 1, imagine: bool = False, cost: str = COSTS[0],
+                predictor=None) -> dict[str, Any]:
+    """One closed-loop episode. ``predictor``: the planner's ``predict`` with ``bind(env)`` (default: the
+    arm's own, :func:`make_predictor`). Returns its record; with ``imagine`` (model arm) also the
     pictures: ``frames`` (all executed), ``imagined`` (per executed step, what the plan in
     force predicted for it) and ``first_plan`` (the first plan's imagined frames and the
     simulator's frames under that plan, executed open loop)."""
@@ -87,7 +89,8 @@ def run_episode(task: Task, arm: str, cfg: CEMConfig, steps: int, seed: int, n_p
             env.step(a)
             distances.append(env.distance())
     else:
-        predictor = make_predictor(arm, task, seed, n_past, model, model_samples, cost)
+        if predictor is None:
+            predictor = make_predictor(arm, task, seed, n_past, model, model_samples, cost)
         if arm == "model":
             gif_gen = torch_generator(seed, task.index, 2)  # pictures draw their own noise: --gif changes no result
         cem = CEM(cfg, rng)

@@ -238,6 +238,19 @@ def plan_cost(plan: dict) -> str:
     return planner.get("cost", "final") if isinstance(planner, dict) else "final"
 
 
+def plan_settings(plan: dict) -> str:
+    """The planner settings a plan's numbers depend on most, as the report prints them: the model
+    arm's cost reading, and (plans written since they were recorded) the largest arm step and the
+    move cost."""
+    planner = plan.get("planner") if isinstance(plan.get("planner"), dict) else {}
+    parts = [f"model cost {plan_cost(plan)}"] if "model" in plan else []
+    if isinstance(planner.get("action_limit_px"), (int, float)):
+        parts.append(f"arm step at most {planner['action_limit_px']:g} px")
+    if isinstance(planner.get("move_cost"), (int, float)):
+        parts.append(f"move cost {planner['move_cost']:g}")
+    return "".join(f", {html.escape(p)}" for p in parts)
+
+
 def _plan_table(per_run: list[dict]) -> str:
     """Runs as columns, one row per arm: success rate, mean final distance, planning seconds per step."""
     head = "".join(f"<th>{html.escape(p['label'])}</th>" for p in per_run)
@@ -249,9 +262,8 @@ def _plan_table(per_run: list[dict]) -> str:
             cells.append(f"<td>{100 * r['success_rate']:.0f}% &middot; {r['final_distance_px']:.1f} px &middot; "
                          f"{r['seconds_per_step']:.2f} s/step</td>" if isinstance(r, dict) else "<td>-</td>")
         body.append(f"<tr><td>{arm}</td>{''.join(cells)}</tr>")
-    episodes = "".join(f"<td>{p['plan']['episodes']} tasks, seed {p['plan']['seed']}"
-                       + (f", model cost {html.escape(str(plan_cost(p['plan'])))}" if "model" in p["plan"] else "")
-                       + "</td>" if p["plan"] else "<td>-</td>" for p in per_run)
+    episodes = "".join(f"<td>{p['plan']['episodes']} tasks, seed {p['plan']['seed']}{plan_settings(p['plan'])}</td>"
+                       if p["plan"] else "<td>-</td>" for p in per_run)
     body.append(f"<tr><td>episodes</td>{episodes}</tr>")
     return f"<table><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
