@@ -24,8 +24,8 @@ object where it is can always win (the elites' mean is zero only if every elite 
 ``move_cost`` c (default 0.2) a sequence costs ``predict + c * (px the arm travels)``, so among
 sequences predicted to leave the object equally close the one that moves the arm least wins,
 and a long push must be predicted to gain c px per px of travel. They aim at a model's closed-loop plans bringing
-objects to the goal and then pushing them past it (the model lets the arm slide over an object
-it should push ahead: docs/results.md); with 0.2 the demo's model solved 36% of 50 tasks
+objects to the goal and then past it (a pushed object with a low hidden friction glides on once
+the arm stops, which the model does not predict: docs/results.md); with 0.2 the demo's model solved 36% of 50 tasks
 against 26% with 0.05 and 22% with neither. With
 ``warm_start`` the next plan starts from the final mean shifted by the executed steps (zeros
 appended), with the initial standard deviation.
