@@ -17,7 +17,8 @@ How often the model could have seen it: ``--data N`` counts, over the first N tr
 sequences of the synthetic world (seed ``--data-seed``, hidden causes on, the scripted arm),
 the object motion (steps of 0.5 px or more) made while the arm's disc is more than
 ``RELEASED_GAP_PX`` from the object's circumcircle, released; ``--plan FILE.json`` the same
-over the model arm's episodes of a ``vidpred plan`` result (its actions replayed).
+over an arm's episodes of a ``vidpred plan`` result (``--plan-arm``, default ``model``; its
+actions replayed).
 
     .venv/bin/python benchmarks/glide.py RUN --tasks 50 --picture glide.png
     .venv/bin/python benchmarks/glide.py RUN --tasks 0 --data 60 --plan RUN/plan.json
@@ -126,7 +127,9 @@ def main() -> None:
                     help="also count released motion in the first N training sequences (default: %(default)s)")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of those sequences (default: %(default)s)")
     ap.add_argument("--plan", type=Path, default=None, metavar="JSON",
-                    help="also count released motion in this vidpred plan result's model episodes")
+                    help="also count released motion in this vidpred plan result's episodes of --plan-arm")
+    ap.add_argument("--plan-arm", default="model", choices=("model", "random", "simulator"),
+                    help="(default: %(default)s)")
     ap.add_argument("--picture", type=Path, default=None, metavar="PNG",
                     help="write the farthest-gliding task as a strip: the simulator on top, the model's samples below")
     args = ap.parse_args()
@@ -148,14 +151,15 @@ def main() -> None:
 
         try:
             plan = json.loads(args.plan.read_text())
-            episodes = plan["model"]["episodes"]
+            episodes = plan[args.plan_arm]["episodes"]
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise SystemExit(f"{args.plan}: not a readable vidpred plan result with a model arm ({err!r})") from None
+            raise SystemExit(f"{args.plan}: not a readable vidpred plan result with a {args.plan_arm} arm "
+                             f"({err!r})") from None
         tasks = {t.index: t for t in env_mod.find_tasks(plan["seed"], plan["episodes"])}
         shares = [released_motion(env_mod.PushEnv(tasks[r["task"]], plan["n_past"]).episode, r["actions"])
                   for r in episodes]
         moving, released = np.sum(shares, axis=0)
-        print(f"{args.plan} (model arm, {len(shares)} episodes): {moving:.0f} px of object motion, "
+        print(f"{args.plan} ({args.plan_arm} arm, {len(shares)} episodes): {moving:.0f} px of object motion, "
               f"{released:.0f} px ({released / max(moving, 1e-9):.0%}) of it released")
     if not args.tasks:
         return

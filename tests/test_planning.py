@@ -527,7 +527,7 @@ def test_the_glide_benchmark_measures_a_slippery_object_gliding_on(run, tmp_path
     with pytest.raises(SystemExit, match="--speed must be > 0, got 0.0"):
         bench.main()
     monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--plan", str(tmp_path / "none.json"), "--tasks", "0"])
-    with pytest.raises(SystemExit, match="none.json: not a readable vidpred plan result"):
+    with pytest.raises(SystemExit, match="none.json: not a readable vidpred plan result with a model arm"):
         bench.main()
 
 
