@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from vidpred.data.synth import WORLD
+from vidpred.planning import defaults
 from vidpred.planning import env as env_mod
 from vidpred.planning.cem import full_actions
 from vidpred.planning.cost import ModelPredictor, colour_track
@@ -46,22 +47,31 @@ RELEASED_GAP_PX = 1.5  # the arm's disc this far from an object's circumcircle: 
 
 def released_motion(episode, actions) -> tuple[float, float]:
     """(px of object motion, px of it made while released) as ``episode`` (a ``synth.Episode``) runs
-    ``actions`` (dataset units, 4 each; None: the episode's scripted arm, ``synth.SEQ_LEN`` steps)."""
+    ``actions`` (dataset units, 4 each; None: the episode's scripted arm, ``synth.SEQ_LEN`` steps).
+    Motion is the area centroid's (what the camera sees); the gap is the arm's disc to the circle
+    around the object's body."""
     from vidpred.data.synth import EFF_RADIUS, SEQ_LEN
 
+    world = episode.world
+    centres = lambda: [env_mod.object_centre(world, k) for k in range(len(world.objects))]  # noqa: E731
     moving = released = 0.0
-    before = episode.object_positions().copy()
+    before = centres()
     for t in range(SEQ_LEN if actions is None else len(actions)):
         episode.step(episode.scripted_action() if actions is None else np.asarray(actions[t], dtype=np.float64))
-        after, arm = episode.object_positions(), np.array(episode.world.eff.position)
-        for k, obj in enumerate(episode.world.objects):
+        after, arm = centres(), np.array(world.eff.position)
+        for k, obj in enumerate(world.objects):
             step = float(np.linalg.norm(after[k] - before[k]))
             if step >= MOVING_PX:
                 moving += step
-                if np.linalg.norm(after[k] - arm) - obj["radius"] - EFF_RADIUS > RELEASED_GAP_PX:
+                if np.linalg.norm(np.array(obj["body"].position) - arm) - obj["radius"] - EFF_RADIUS > RELEASED_GAP_PX:
                     released += step
-        before = after.copy()
+        before = after
     return moving, released
+
+
+def released_line(what: str, shares: list[tuple[float, float]]) -> str:
+    moving, released = np.sum(shares, axis=0)
+    return f"{what}: {moving:.0f} px of object motion, {released:.0f} px ({released / max(moving, 1e-9):.0%}) of it released"
 
 
 def push_until_moving(env: env_mod.PushEnv, speed_px: float, moving_px: float) -> bool:
@@ -121,14 +131,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4, help="prior samples (default: %(default)s)")
     ap.add_argument("--speed", type=float, default=2.5, help="px per push step (default: %(default)s)")
     ap.add_argument("--moving", type=float, default=1.0, help="px per step that counts as moving (default: %(default)s)")
-    ap.add_argument("--low", type=float, default=0.25, help="friction scale below which an object is slippery "
+    ap.add_argument("--low", type=float, default=env_mod.SLIPPERY_FRICTION, help="friction scale below which an object is slippery "
                     "(default: %(default)s)")
     ap.add_argument("--data", type=int, default=0, metavar="N",
                     help="also count released motion in the first N training sequences (default: %(default)s)")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of those sequences (default: %(default)s)")
     ap.add_argument("--plan", type=Path, default=None, metavar="JSON",
                     help="also count released motion in this vidpred plan result's episodes of --plan-arm")
-    ap.add_argument("--plan-arm", default="model", choices=("model", "random", "simulator"),
+    ap.add_argument("--plan-arm", default="model", choices=defaults.ARMS,
                     help="(default: %(default)s)")
     ap.add_argument("--picture", type=Path, default=None, metavar="PNG",
                     help="write the farthest-gliding task as a strip: the simulator on top, the model's samples below")
@@ -139,28 +149,26 @@ def main() -> None:
     for flag, value in (("--speed", args.speed), ("--moving", args.moving), ("--low", args.low)):
         if not value > 0:
             raise SystemExit(f"{flag} must be > 0, got {value}")
+    if args.speed > env_mod.MAX_STEP_PX:
+        raise SystemExit(f"--speed must be <= {env_mod.MAX_STEP_PX:g} px (the most the training data's arm moves "
+                         f"per step), got {args.speed}")
     if args.data:
         from vidpred.data.synth import Episode
 
         shares = [released_motion(Episode(args.data_seed, "train", i, hidden=True), None) for i in range(args.data)]
-        moving, released = np.sum(shares, axis=0)
-        print(f"training data (seed {args.data_seed}, {args.data} sequences): {moving:.0f} px of object motion, "
-              f"{released:.0f} px ({released / max(moving, 1e-9):.0%}) of it released")
+        print(released_line(f"training data (seed {args.data_seed}, {args.data} sequences)", shares))
     if args.plan is not None:
         import json
 
         try:
             plan = json.loads(args.plan.read_text())
-            episodes = plan[args.plan_arm]["episodes"]
+            tasks = {t.index: t for t in env_mod.find_tasks(plan["seed"], plan["episodes"])}
+            shares = [released_motion(env_mod.PushEnv(tasks[r["task"]], plan["n_past"]).episode, r["actions"])
+                      for r in plan[args.plan_arm]["episodes"]]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise SystemExit(f"{args.plan}: not a readable vidpred plan result with a {args.plan_arm} arm "
                              f"({err!r})") from None
-        tasks = {t.index: t for t in env_mod.find_tasks(plan["seed"], plan["episodes"])}
-        shares = [released_motion(env_mod.PushEnv(tasks[r["task"]], plan["n_past"]).episode, r["actions"])
-                  for r in episodes]
-        moving, released = np.sum(shares, axis=0)
-        print(f"{args.plan} ({args.plan_arm} arm, {len(shares)} episodes): {moving:.0f} px of object motion, "
-              f"{released:.0f} px ({released / max(moving, 1e-9):.0%}) of it released")
+        print(released_line(f"{args.plan} ({args.plan_arm} arm, {len(shares)} episodes)", shares))
     if not args.tasks:
         return
     model, cfg, _ = load_model(args.run)
@@ -169,14 +177,14 @@ def main() -> None:
         env = env_mod.PushEnv(task, cfg.train.n_past)
         if not push_until_moving(env, args.speed, args.moving):
             continue
-        friction = env.episode.world.objects[task.object]["friction"]
+        friction = env.object_friction()
         truth = true_glide(env)
         pred, future = predicted_glide(model, env, args.samples, args.seed * 100_003 + task.index)
         rows.append((friction, truth, float(pred.mean())))
         if farthest is None or truth > farthest[0]:
             farthest = (truth, env, future)
         print(f"task {task.index:4d} friction {friction:5.2f} after {env.steps_taken:2d} push steps: the object goes "
-              f"{truth:5.1f} px in 10 still steps, the model {pred.mean():4.1f} px "
+              f"{truth:5.1f} px in {HORIZON} still steps, the model {pred.mean():4.1f} px "
               f"(samples {', '.join(f'{v:.1f}' for v in pred)})")
     if not rows:
         raise SystemExit("no task's object moved under the push")

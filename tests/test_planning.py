@@ -359,6 +359,15 @@ def test_plan_json_has_the_three_arms_and_is_reproducible(run, tmp_path, capsys)
     assert c["planner"]["still"] is False and c["planner"]["move_cost"] == 0.2  # the flags reach the planner
     assert c["planner"]["execute"] == "mean"
     assert numbers(c | {"model": a["model"], "simulator": a["simulator"]}) == numbers(a)  # arms keep their draws
+    # --max-step reaches the planner and every executed step of every arm (in px: 1.5 of 64)
+    out4 = tmp_path / "d.json"
+    assert main(["plan", str(run), *SMALL, "--seed", "3", "--max-step", "1.5", "--out", str(out4)]) == 0
+    d = json.loads(out4.read_text())
+    assert d["planner"]["action_limit_px"] == 1.5
+    steps = {arm: np.linalg.norm([e[:2] for ep in d[arm]["episodes"] for e in ep["actions"]], axis=1) * 64
+             for arm in ("model", "random", "simulator")}
+    assert all(v.max() <= 1.5 + 1e-4 for v in steps.values())  # actions are recorded to 6 decimals
+    assert steps["random"].max() > 1.4  # the random arm's 2 px noise meets the limit
 
 
 def test_a_stopped_plan_resumes_from_its_finished_episodes(run, tmp_path, capsys, monkeypatch):
@@ -517,14 +526,21 @@ def test_the_glide_benchmark_measures_a_slippery_object_gliding_on(run, tmp_path
     out = capsys.readouterr().out.splitlines()
     groups = [line for line in out if line.strip().startswith("friction")]
     assert len(groups) == 2 and "friction < 0.25" in groups[0] and "friction >= 0.25" in groups[1]
-    for line in groups:
-        true, model = (float(x) for x in re.findall(r"(\d+\.\d+) px", line))
-        assert true >= 0 and model >= 0
+    (slippery, _), (others, _) = [(float(x) for x in re.findall(r"(\d+\.\d+) px", line)) for line in groups]
+    assert slippery > others  # 3 slippery objects of the 7 glide on farther
     assert out[-1].startswith(f"wrote {picture}: task 42,")  # the farthest glide of the 7
     task42 = next(line for line in out if line.startswith("task   42"))
     assert float(re.search(r"goes\s+(\d+\.\d) px", task42).group(1)) == pytest.approx(travel[42], abs=0.05)
-    monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--speed", "0"])
-    with pytest.raises(SystemExit, match="--speed must be > 0, got 0.0"):
+    for argv, message in ((["--speed", "0"], "--speed must be > 0, got 0.0"),
+                          (["--speed", "4"], "--speed must be <= 3 px"), (["--samples", "0"], "--samples must be >= 1"),
+                          (["--tasks", "-1"], "--tasks must be >= 0"), (["--data", "-1"], "--data must be >= 0"),
+                          (["--low", "0"], "--low must be > 0")):
+        monkeypatch.setattr("sys.argv", ["glide.py", str(run), *argv])
+        with pytest.raises(SystemExit, match=message):
+            bench.main()
+    (tmp_path / "seedless.json").write_text(json.dumps({"episodes": 1, "n_past": 2, "model": {"episodes": []}}))
+    monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--tasks", "0", "--plan", str(tmp_path / "seedless.json")])
+    with pytest.raises(SystemExit, match="seedless.json: not a readable vidpred plan result .*'seed'"):
         bench.main()
     monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--plan", str(tmp_path / "none.json"), "--tasks", "0"])
     with pytest.raises(SystemExit, match="none.json: not a readable vidpred plan result with a model arm"):
@@ -572,6 +588,44 @@ def test_the_blind_simulator_stops_what_the_world_lets_glide(load_benchmark):
     assert blind_mod.BlindSimulator(task, 0.06).friction == 0.06
     cfg = cem_mod.CEMConfig(samples=4, iterations=1, horizon=3)
     lines = []
-    summary = blind_mod.run(1, 0, 3.0, cfg, steps=2, report=lines.append)
-    assert len(summary["episodes"]) == 1 and summary["episodes"][0]["steps"] == 2
-    assert 0.0 <= summary["success_rate"] <= 1.0 and lines[0].startswith(f"task {env_mod.find_tasks(0, 1)[0].index:4d}: ")
+    summary = blind_mod.run(2, 0, 3.0, cfg, steps=2, report=lines.append)
+    first = env_mod.find_tasks(0, 1)[0]
+    assert len(summary["episodes"]) == 2 and summary["episodes"][0]["steps"] == 2
+    assert summary["slippery"][1] + summary["others"][1] == 2  # tasks 5 (friction 0.575) and 17 (0.202)
+    assert summary["slippery"][1] == 1 and lines[0].startswith(f"task {first.index:4d} (friction 0.57): ")
+
+
+def test_run_episode_plans_with_the_predictor_it_is_given():
+    """run_episode(predictor=...): the planner binds and scores that predictor, not the arm's own."""
+    calls = {"bind": 0, "score": 0}
+
+    class Stay:  # every sequence but staying still costs 1: the planner keeps the arm still
+        def bind(self, env):
+            calls["bind"] += 1
+
+        def __call__(self, actions):
+            calls["score"] += 1
+            return np.where(np.abs(actions[..., :2]).sum((-1, -2)) > 0, 1.0, 0.0)
+
+    cfg = cem_mod.CEMConfig(samples=4, iterations=2, horizon=3)
+    record = run_episode(env_mod.find_tasks(0, 1)[0], "simulator", cfg, 3, 0, 2, predictor=Stay())
+    assert calls == {"bind": 3, "score": 6}  # one plan per step, 2 iterations each
+    assert not np.any(np.array(record["actions"])[:, :2])
+
+
+def test_the_blind_simulator_benchmark_prints_the_split_and_refuses_bad_flags(capsys, monkeypatch, load_benchmark):
+    blind_mod = load_benchmark("blind_simulator")
+    monkeypatch.setattr(blind_mod, "run", lambda *a, **k: {"success_rate": 0.5, "reached_rate": 0.75,
+                                                           "final_distance_px": 2.5, "slippery": [1, 2],
+                                                           "others": [1, 2]})
+    monkeypatch.setattr("sys.argv", ["blind_simulator.py", "--tasks", "4", "--max-step", "2"])
+    blind_mod.main()
+    assert capsys.readouterr().out.strip() == (
+        "blind simulator (friction 3), --max-step 2, --move-cost 0.2: success 50%, reached 75%, final 2.50 px over "
+        "4 tasks; solved 1/2 slippery (friction < 0.25), 1/2 others")
+    for argv, message in ((["--tasks", "0"], "--tasks must be >= 1"), (["--seed", "-1"], "--seed must be >= 0"),
+                          (["--friction", "0"], "--friction must be > 0"), (["--max-step", "4"], "--max-step must be"),
+                          (["--move-cost", "-1"], "--move-cost must be")):
+        monkeypatch.setattr("sys.argv", ["blind_simulator.py", *argv])
+        with pytest.raises(SystemExit, match=message):
+            blind_mod.main()

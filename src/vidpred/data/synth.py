@@ -218,9 +218,9 @@ class PushWorld:
             # Top-down friction against the table: zero-bias joints whose force cap
             # is the Coulomb friction mu*m*g (and a matching torque).
             slide = pymunk.PivotJoint(self.static, body, (0, 0), (0, 0))
-            slide.max_bias, slide.max_force = 0.0, FRICTION_ACCEL * friction * mass
             spin = pymunk.GearJoint(self.static, body, 0.0, 1.0)
-            spin.max_bias, spin.max_force = 0.0, FRICTION_ACCEL * friction * mass * radius * 0.5
+            slide.max_bias = spin.max_bias = 0.0
+            slide.max_force, spin.max_force = table_friction(friction, mass, radius)
             self.space.add(body, shape, slide, spin)
             hue = rng.uniform()
             colour = colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.95))
@@ -249,6 +249,12 @@ class PushWorld:
         self.z = float(np.clip(self.z + dz, 0.0, 0.3))
         self.gripper = gripper
         self._set_collision()
+
+
+def table_friction(friction: float, mass: float, radius: float) -> tuple[float, float]:
+    """(force, torque) caps of an object's top-down friction joints (sliding, spinning) against the
+    table: the Coulomb friction mu*m*g with mu*g = ``FRICTION_ACCEL * friction``."""
+    return FRICTION_ACCEL * friction * mass, FRICTION_ACCEL * friction * mass * radius * 0.5
 
 
 def _hidden_properties(rng: np.random.Generator) -> tuple[float, bool]:

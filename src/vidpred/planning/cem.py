@@ -14,7 +14,7 @@ Per iteration: N sequences ``mean + std * e`` with AR(1) noise
 ``e_t = beta e_{t-1} + sqrt(1 - beta^2) eps_t`` (unit variance per step, correlation
 ``beta`` between neighbours: smooth pushes rather than jitter), each step's ``(dx, dy)``
 scaled back onto the disc ``|(dx, dy)| <= action_limit`` (3 px per step, the most the
-training data's scripted arm moves), scored; the elites' per-step mean and standard
+training data's scripted arm moves; ``--max-step`` makes it smaller), scored; the elites' per-step mean and standard
 deviation become the next distribution. The plan returned is the best sequence scored
 in any iteration (``execute="best"``, the default) or the last iteration's elite mean
 (``execute="mean"``), which is less tuned to one prediction's errors: the best of many noisy

@@ -59,6 +59,7 @@ MIN_CONTRAST = 0.3  # RGB distance (in [0, 1]) of the object's colour from every
 PUSHABLE_FORCE = 0.5 * EFF_MAX_FORCE  # objects whose table friction exceeds this are not targets
 MAX_STEP_PX = 3.0  # the scripted plans move the arm at most ~3 px per step (synth.Planner.speed)
 ACTION_LIMIT = MAX_STEP_PX / WORLD  # |(dx, dy)| limit in dataset units
+SLIPPERY_FRICTION = 0.25  # hidden friction scale below which a released object glides on far (benchmarks/glide.py)
 MAX_SCAN = 10_000  # episode indices tried by find_tasks before giving up
 # The arm's colours, as synth.Renderer draws them (link, its highlight, disc, outline, fingers).
 ARM_COLOURS = ((72, 74, 80), (112, 114, 120), (128, 130, 138), (52, 52, 58), (60, 60, 66))
@@ -224,6 +225,11 @@ class PushEnv:
     def object_position(self) -> np.ndarray:
         """(2,) the task's object in px."""
         return object_centre(self.episode.world, self.task.object)
+
+    def object_friction(self) -> float:
+        """The task's object's hidden sliding friction scale (``synth.FRICTION_RANGE``): for diagnostics;
+        no planner reads it."""
+        return float(self.episode.world.objects[self.task.object]["friction"])
 
     def distance(self) -> float:
         """The task's object to the goal, px."""
