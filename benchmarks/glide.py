@@ -71,7 +71,8 @@ def released_motion(episode, actions) -> tuple[float, float]:
 
 def released_line(what: str, shares: list[tuple[float, float]]) -> str:
     moving, released = np.sum(shares, axis=0)
-    return f"{what}: {moving:.0f} px of object motion, {released:.0f} px ({released / max(moving, 1e-9):.0%}) of it released"
+    share = released / max(moving, 1e-9)
+    return f"{what}: {moving:.0f} px of object motion, {released:.0f} px ({share:.0%}) of it released"
 
 
 def push_until_moving(env: env_mod.PushEnv, speed_px: float, moving_px: float) -> bool:
@@ -130,9 +131,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the tasks (default: %(default)s)")
     ap.add_argument("--samples", type=int, default=4, help="prior samples (default: %(default)s)")
     ap.add_argument("--speed", type=float, default=2.5, help="px per push step (default: %(default)s)")
-    ap.add_argument("--moving", type=float, default=1.0, help="px per step that counts as moving (default: %(default)s)")
-    ap.add_argument("--low", type=float, default=env_mod.SLIPPERY_FRICTION, help="friction scale below which an object is slippery "
-                    "(default: %(default)s)")
+    ap.add_argument("--moving", type=float, default=1.0,
+                    help="px per step that counts as moving (default: %(default)s)")
+    ap.add_argument("--low", type=float, default=env_mod.SLIPPERY_FRICTION,
+                    help="friction scale below which an object is slippery (default: %(default)s)")
     ap.add_argument("--data", type=int, default=0, metavar="N",
                     help="also count released motion in the first N training sequences (default: %(default)s)")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of those sequences (default: %(default)s)")
@@ -190,7 +192,8 @@ def main() -> None:
         raise SystemExit("no task's object moved under the push")
     r = np.array(rows)
     print(f"{args.run}: {len(r)} of {args.tasks} tasks' objects moved under a {args.speed:g} px/step push")
-    for name, sel in ((f"friction < {args.low:g}", r[:, 0] < args.low), (f"friction >= {args.low:g}", r[:, 0] >= args.low)):
+    slippery = r[:, 0] < args.low
+    for name, sel in ((f"friction < {args.low:g}", slippery), (f"friction >= {args.low:g}", ~slippery)):
         if sel.any():
             print(f"  {name:16s} {int(sel.sum()):3d} objects: true travel {r[sel, 1].mean():5.2f} px, "
                   f"model {r[sel, 2].mean():5.2f} px")

@@ -567,7 +567,8 @@ def test_released_motion_counts_object_motion_away_from_the_arm(run, tmp_path, c
     bench.main()
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("training data (seed 0, 2 sequences): ") and len(out) == 2
-    assert out[1].endswith(f"{moving:.0f} px of object motion, {released:.0f} px ({released / moving:.0%}) of it released")
+    share = released / moving
+    assert out[1].endswith(f"{moving:.0f} px of object motion, {released:.0f} px ({share:.0%}) of it released")
 
 
 def test_the_blind_simulator_stops_what_the_world_lets_glide(load_benchmark):
