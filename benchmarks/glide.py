@@ -53,12 +53,11 @@ def released_motion(episode, actions) -> tuple[float, float]:
     from vidpred.data.synth import EFF_RADIUS, SEQ_LEN
 
     world = episode.world
-    centres = lambda: [env_mod.object_centre(world, k) for k in range(len(world.objects))]  # noqa: E731
     moving = released = 0.0
-    before = centres()
+    before = env_mod.object_centres(world)
     for t in range(SEQ_LEN if actions is None else len(actions)):
         episode.step(episode.scripted_action() if actions is None else np.asarray(actions[t], dtype=np.float64))
-        after, arm = centres(), np.array(world.eff.position)
+        after, arm = env_mod.object_centres(world), np.array(world.eff.position)
         for k, obj in enumerate(world.objects):
             step = float(np.linalg.norm(after[k] - before[k]))
             if step >= MOVING_PX:
@@ -88,11 +87,19 @@ def push_until_moving(env: env_mod.PushEnv, speed_px: float, moving_px: float) -
     return False
 
 
-def true_glide(env: env_mod.PushEnv, steps: int = HORIZON) -> float:
-    """px the task's object travels over ``steps`` zero-motion steps from the env's state (a fork)."""
-    sim = env.fork(env.snapshot())
+def still_steps(env: env_mod.PushEnv, steps: int, render: bool = False):
+    """A fork of the env after ``steps`` zero-motion steps, and its frames (``render``) or []."""
+    sim, frames = env.fork(env.snapshot()), []
     for _ in range(steps):
         sim.step(env_mod.zero_action(env.gripper))
+        if render:
+            frames.append(sim.render())
+    return sim, frames
+
+
+def true_glide(env: env_mod.PushEnv, steps: int = HORIZON) -> float:
+    """px the task's object travels over ``steps`` zero-motion steps from the env's state (a fork)."""
+    sim, _ = still_steps(env, steps)
     return float(np.linalg.norm(env_mod.object_centre(sim.world, env.task.object) - env.object_position()))
 
 
@@ -111,11 +118,7 @@ def write_picture(env: env_mod.PushEnv, future: torch.Tensor, path: Path, scale:
     """The strip of ``--picture``: context frames then the still steps, the simulator on top."""
     from PIL import Image
 
-    sim = env.fork(env.snapshot())
-    truth = []
-    for _ in range(future.shape[1]):
-        sim.step(env_mod.zero_action(env.gripper))
-        truth.append(sim.render())
+    _, truth = still_steps(env, future.shape[1], render=True)
     context = list(env.frames[-env.n_past:])
     rows = [np.concatenate(context + truth, 1)]
     for sample in (future.permute(0, 1, 3, 4, 2).numpy() * 255).round().astype(np.uint8):

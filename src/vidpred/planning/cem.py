@@ -15,18 +15,18 @@ Per iteration: N sequences ``mean + std * e`` with AR(1) noise
 ``beta`` between neighbours: smooth pushes rather than jitter), each step's ``(dx, dy)``
 scaled back onto the disc ``|(dx, dy)| <= action_limit`` (3 px per step, the most the
 training data's scripted arm moves; ``--max-step`` makes it smaller), scored; the elites'
-per-step mean and standard deviation become the next distribution. The plan returned is the best sequence scored
-in any iteration (``execute="best"``, the default) or the last iteration's elite mean
-(``execute="mean"``), which is less tuned to one prediction's errors: the best of many noisy
-predictions is the one whose errors flatter it most. With ``still`` (the default) the last
+per-step mean and standard deviation become the next distribution. The plan returned is the best
+sequence scored in any iteration (``execute="best"``, the default) or the last iteration's elite
+mean (``execute="mean"``), which is less tuned to one prediction's errors: the best of many
+noisy predictions is the one whose errors flatter it most. With ``still`` (the default) the last
 sample of every iteration is the zero-motion sequence, so with ``execute="best"`` leaving the
 object where it is can always win (the elites' mean is zero only if every elite is); with
 ``move_cost`` c (default 0.2) a sequence costs ``predict + c * (px the arm travels)``, so among
-sequences predicted to leave the object equally close the one that moves the arm least wins,
-and a long push must be predicted to gain c px per px of travel. They aim at a model's closed-loop plans bringing
-objects to the goal and then past it (a pushed object with a low hidden friction glides on once
-the arm stops, which the model does not predict: docs/results.md); with 0.2 the demo's model
-solved 36% of 50 tasks against 26% with 0.05 and 22% with neither. With
+sequences predicted to leave the object equally close the one that moves the arm least wins, and
+a long push must be predicted to gain c px per px of travel. They aim at a model's closed-loop
+plans bringing objects to the goal and then past it (a pushed object with a low hidden friction
+glides on once the arm stops, which the model does not predict: docs/results.md); with 0.2 the
+demo's model solved 36% of 50 tasks against 26% with 0.05 and 22% with neither. With
 ``warm_start`` the next plan starts from the final mean shifted by the executed steps (zeros
 appended), with the initial standard deviation.
 """

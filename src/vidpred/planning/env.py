@@ -97,6 +97,11 @@ def object_centre(world, k: int) -> np.ndarray:
     return np.array([p[0], p[1]])
 
 
+def object_centres(world) -> np.ndarray:
+    """(n_objects, 2) the area centroids of every object in px."""
+    return np.array([object_centre(world, k) for k in range(len(world.objects))]).reshape(-1, 2)
+
+
 def _table_colours(episode: Episode) -> list[np.ndarray]:
     """Colours of the empty scene (table, walls, rim, shadows), RGB in [0, 1]."""
     table = np.median(np.asarray(episode.renderer.background).reshape(-1, 3), axis=0)
@@ -219,8 +224,7 @@ class PushEnv:
 
     def object_positions(self) -> np.ndarray:
         """(n_objects, 2) area centroids of every object in px."""
-        world = self.episode.world
-        return np.stack([object_centre(world, k) for k in range(len(world.objects))])
+        return object_centres(self.episode.world)
 
     def object_position(self) -> np.ndarray:
         """(2,) the task's object in px."""
