@@ -6,15 +6,19 @@ at once. For each of the first ``--tasks`` tasks of ``vidpred plan`` (seed ``--s
 drives straight at the task's object at ``--speed`` px per step until the object moved
 ``--moving`` px or more in one step (at most 12 steps; a task whose object never moves is
 left out), then stops: the simulator gives how far the object goes over the next 10
-zero-motion steps, the model (``--samples`` prior samples, the last two frames as context)
-how far it predicts it, read as the planner reads it (the tracked colour centroid,
+zero-motion steps, the model (``--samples`` prior samples, the last two frames as context;
+with ``--imagine-push`` the two frames before the push, the model imagining the push's steps
+too, as it does for a planner) how far it predicts it (``--one-step``: also the sum of its
+one-step predictions, each still step predicted from the true frames before it with the
+posterior's latent, as in training), read as the planner reads it (the tracked colour centroid,
 ``vidpred.planning.cost.colour_track``). Printed per task and by friction (the hidden scale
 below / above ``--low``): the mean true and predicted travel. ``--picture PNG``: the task
 whose object went farthest, as a strip (the two context frames, then the 10 still steps; top
 row the simulator, below it the model's samples).
 
 How often the model could have seen it: ``--data N`` counts, over the first N training
-sequences of the synthetic world (seed ``--data-seed``, hidden causes on, the scripted arm),
+sequences of the synthetic world (seed ``--data-seed``, hidden causes on, the scripted arm with
+``--data-release`` of its pushes struck, ``vidpred data synth --release``),
 the object motion (steps of 0.5 px or more) made while the arm's disc is more than
 ``RELEASED_GAP_PX`` from the object's circumcircle, released; ``--plan FILE.json`` the same
 over an arm's episodes of a ``vidpred plan`` result (``--plan-arm``, default ``model``; its
@@ -36,7 +40,7 @@ from vidpred.data.synth import WORLD
 from vidpred.planning import defaults
 from vidpred.planning import env as env_mod
 from vidpred.planning.cem import full_actions
-from vidpred.planning.cost import ModelPredictor, colour_track
+from vidpred.planning.cost import ModelPredictor, colour_centroid, colour_track, frame_to_tensor
 from vidpred.training.checkpoint import load_model
 
 MAX_PUSH_STEPS = 12
@@ -103,15 +107,52 @@ def true_glide(env: env_mod.PushEnv, steps: int = HORIZON) -> float:
     return float(np.linalg.norm(env_mod.object_centre(sim.world, env.task.object) - env.object_position()))
 
 
-def predicted_glide(model, env: env_mod.PushEnv, samples: int, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+def predicted_glide(model, env: env_mod.PushEnv, samples: int, seed: int,
+                    imagine_push: bool = False) -> tuple[np.ndarray, torch.Tensor]:
     """(samples,) px the model moves the object over ``HORIZON`` zero-motion steps (tracked centroid),
-    and the predicted frames (samples, HORIZON, 3, h, w)."""
+    and the predicted frames of those steps (samples, HORIZON, 3, h, w). The model's context is the
+    env's last frames (the push seen), or with ``imagine_push`` the frames before the push: the
+    model imagines the push's steps (the env's executed actions) too, as a planner's model does."""
     predictor = ModelPredictor(model, env.task, env.n_past, samples, torch.Generator().manual_seed(seed))
-    predictor.bind(env)
     still = full_actions(np.zeros((1, HORIZON, 2)), (0.0, env.gripper))
-    future = predictor.imagine(still)[0]  # (S, H, 3, h, w)
-    xy = colour_track(future, predictor.colour, predictor.prior_xy)
-    return (xy - torch.tensor(predictor.prior_xy)).norm(dim=-1).numpy(), future
+    if imagine_push:
+        predictor.bind(env_mod.PushEnv(env.task, env.n_past))  # the task's start: before the push
+        push = np.stack(env.actions[env.n_past:])[None]  # (1, k, 4)
+        future = predictor.imagine(np.concatenate([push, still], 1))[0]  # (S, k + H, 3, h, w)
+        start = colour_track(future[:, :push.shape[1]], predictor.colour, predictor.prior_xy)  # where the push left it
+        future = future[:, push.shape[1]:]
+    else:
+        predictor.bind(env)
+        future = predictor.imagine(still)[0]  # (S, H, 3, h, w)
+        start = torch.tensor(predictor.prior_xy, dtype=torch.float32).expand(samples, 2)
+    xy = torch.stack([colour_track(f, predictor.colour, s) for f, s in zip(future, start)])
+    return (xy - start).norm(dim=-1).numpy(), future
+
+
+@torch.no_grad()
+def one_step_glide(model, env: env_mod.PushEnv, seed: int) -> tuple[float, float]:
+    """(true, predicted) px: over ``HORIZON`` zero-motion steps from the env's state, the sum of the
+    object's true moves per step, and of the model's one-step predictions of them: each step
+    predicted from the true frames before it, with the posterior's latent (teacher forcing, as in
+    training), read as colour centroids against the true previous frame's (with the planner's
+    pseudo-pixel there, so a prediction that loses the object has not moved it)."""
+    from vidpred.models.svg import rollout
+
+    _, truth = still_steps(env, HORIZON, render=True)
+    predictor = ModelPredictor(model, env.task, env.n_past, 1)
+    predictor.bind(env)
+    conds = predictor.conditions(full_actions(np.zeros((1, HORIZON, 2)), (0.0, env.gripper)))
+    frames = torch.stack([frame_to_tensor(f) for f in list(env.frames[-env.n_past:]) + truth])[None]
+    out = rollout(model, frames, conds, env.n_past, use_posterior=True, teacher_forcing=True,
+                  generator=torch.Generator().manual_seed(seed))
+    P = env.n_past
+    # the pseudo-pixel as the planner's cost has it: an object a frame loses stays where it was
+    true = [torch.tensor(predictor.prior_xy, dtype=torch.float32)]
+    for frame in frames[0, P - 1:]:  # frames P - 1 .. P + H - 1, followed as colour_track follows them
+        true.append(colour_centroid(frame, predictor.colour, true[-1]))
+    true = torch.stack(true[1:])
+    pred = colour_centroid(out.pred[0, P - 1:].float().clamp(0, 1), predictor.colour, true[:-1])  # P .. P + H - 1
+    return float((true[1:] - true[:-1]).norm(dim=-1).sum()), float((pred - true[:-1]).norm(dim=-1).sum())
 
 
 def write_picture(env: env_mod.PushEnv, future: torch.Tensor, path: Path, scale: int = 2) -> None:
@@ -141,10 +182,18 @@ def main() -> None:
     ap.add_argument("--data", type=int, default=0, metavar="N",
                     help="also count released motion in the first N training sequences (default: %(default)s)")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of those sequences (default: %(default)s)")
+    ap.add_argument("--data-release", type=float, default=0.0,
+                    help="their scripted arm's share of strikes (vidpred data synth --release; default: %(default)s)")
     ap.add_argument("--plan", type=Path, default=None, metavar="JSON",
                     help="also count released motion in this vidpred plan result's episodes of --plan-arm")
     ap.add_argument("--plan-arm", default="model", choices=defaults.ARMS,
                     help="(default: %(default)s)")
+    ap.add_argument("--imagine-push", action="store_true",
+                    help="the model imagines the push too, from the frames before it (as a planner's model "
+                         "does); default: it sees the push's last frames")
+    ap.add_argument("--one-step", action="store_true",
+                    help="also the model's one-step predictions of the still steps, each from the true frames "
+                         "before it with the posterior's latent (teacher forcing)")
     ap.add_argument("--picture", type=Path, default=None, metavar="PNG",
                     help="write the farthest-gliding task as a strip: the simulator on top, the model's samples below")
     args = ap.parse_args()
@@ -160,8 +209,10 @@ def main() -> None:
     if args.data:
         from vidpred.data.synth import Episode
 
-        shares = [released_motion(Episode(args.data_seed, "train", i, hidden=True), None) for i in range(args.data)]
-        print(released_line(f"training data (seed {args.data_seed}, {args.data} sequences)", shares))
+        shares = [released_motion(Episode(args.data_seed, "train", i, hidden=True, release=args.data_release), None)
+                  for i in range(args.data)]
+        print(released_line(f"training data (seed {args.data_seed}, release {args.data_release:g}, "
+                            f"{args.data} sequences)", shares))
     if args.plan is not None:
         import json
 
@@ -184,13 +235,15 @@ def main() -> None:
             continue
         friction = env.object_friction()
         truth = true_glide(env)
-        pred, future = predicted_glide(model, env, args.samples, args.seed * 100_003 + task.index)
-        rows.append((friction, truth, float(pred.mean())))
+        pred, future = predicted_glide(model, env, args.samples, args.seed * 100_003 + task.index, args.imagine_push)
+        one = one_step_glide(model, env, task.index) if args.one_step else (np.nan, np.nan)
+        rows.append((friction, truth, float(pred.mean())) + one)
         if farthest is None or truth > farthest[0]:
             farthest = (truth, env, future)
         print(f"task {task.index:4d} friction {friction:5.2f} after {env.steps_taken:2d} push steps: the object goes "
               f"{truth:5.1f} px in {HORIZON} still steps, the model {pred.mean():4.1f} px "
-              f"(samples {', '.join(f'{v:.1f}' for v in pred)})")
+              f"(samples {', '.join(f'{v:.1f}' for v in pred)})"
+              + (f"; one step at a time {one[0]:4.1f} px, the model {one[1]:4.1f} px" if args.one_step else ""))
     if not rows:
         raise SystemExit("no task's object moved under the push")
     r = np.array(rows)
@@ -199,7 +252,9 @@ def main() -> None:
     for name, sel in ((f"friction < {args.low:g}", slippery), (f"friction >= {args.low:g}", ~slippery)):
         if sel.any():
             print(f"  {name:16s} {int(sel.sum()):3d} objects: true travel {r[sel, 1].mean():5.2f} px, "
-                  f"model {r[sel, 2].mean():5.2f} px")
+                  f"model {r[sel, 2].mean():5.2f} px"
+                  + (f"; one step at a time: true {r[sel, 3].mean():5.2f} px, model {r[sel, 4].mean():5.2f} px"
+                     if args.one_step else ""))
     if args.picture is not None:
         _, env, future = farthest
         write_picture(env, future, args.picture)

@@ -200,3 +200,47 @@ def test_dead_reckoning_follows_the_arm_where_it_moves_freely():
         reckoned = pos[1, :2] + np.cumsum(act[2:12, :2], 0)
         errors.append(np.linalg.norm(reckoned[-1] - pos[11, :2]) * synth.IMAGE_SIZE)
     assert np.median(errors) < 0.5
+
+
+# sha256 of frames + actions + positions of the default world (hidden causes on), computed with the
+# code of commit 2270045 (before strikes existed): release 0 must keep it bit for bit
+HIDDEN_WORLD = {("train", 0): "dcd99a09cbac9b8f", ("train", 27): "5dcaf33c7bedd07f", ("test", 3): "9355e9c703fc0ed8"}
+
+
+def test_release_zero_is_the_world_before_strikes_bit_for_bit():
+    for (split, index), digest in HIDDEN_WORLD.items():
+        assert _digest(synth.simulate(0, split, index, hidden=True)) == digest
+    assert _digest(synth.simulate(0, "train", 27, hidden=True, release=1.0)) != HIDDEN_WORLD[("train", 27)]
+
+
+def test_strikes_stop_dead_and_let_slippery_objects_glide():
+    """With release 1 every push is a strike: full-speed steps, then zero-motion steps during
+    which objects still move (they glide); without strikes the arm never holds still."""
+    held_glides, holds_before = 0.0, 0
+    for index in range(12):
+        struck = synth.simulate(0, "train", index, hidden=True, release=1.0)
+        moves = np.linalg.norm(struck["actions"][:, :2], axis=1) * synth.WORLD
+        still = np.flatnonzero(moves == 0)
+        assert len(still) >= synth.STRIKE_HOLD[0]  # the first plan is a push, so a strike
+        first = still[0]
+        assert moves[first - 1] > 1.0  # it stops dead, from speed
+        glide = np.linalg.norm(np.diff(struck["tracks"][first - 1:first + synth.STRIKE_HOLD[0]], axis=0), axis=-1)
+        held_glides += float(glide.sum())
+        before = synth.simulate(0, "train", index, hidden=True)
+        holds_before += int((np.linalg.norm(before["actions"][:, :2], axis=1) == 0).sum())
+    assert held_glides > 10.0  # px that objects travel while the arm holds still, over the 12
+    assert holds_before == 0
+
+
+def test_release_is_recorded_and_checked(tmp_path, capsys):
+    dst = tmp_path / "d"
+    args = ["data", "synth", str(dst), "--train", "1", "--validate", "1", "--test", "1", "--release", "0.5"]
+    assert main(args) == 0
+    assert json.loads((dst / "synth.json").read_text())["params"]["release"] == 0.5
+    assert main(args[:-1] + ["0"]) != 0  # another setting: not the same dataset
+    capsys.readouterr()
+    for bad in ("1.5", "-0.1", "nan"):
+        assert main(args[:-2] + ["--release", bad, "--force"]) != 0
+        err = capsys.readouterr().err.strip()
+        assert "release" in err and bad in err and "\n" not in err
+    assert json.loads((dst / "synth.json").read_text())["params"]["release"] == 0.5  # nothing lost

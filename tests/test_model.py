@@ -170,11 +170,13 @@ CDNA = dict(decoder="cdna", kernel_size=3)
      dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True,
           arm_shift=True, arm_progress=True),
      dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True,
-          arm_shift=True, arm_progress=True, arm_latent=True, seq_z=2)],
+          arm_shift=True, arm_progress=True, arm_latent=True, seq_z=2),
+     dict(CDNA, coords=True, skip_frame="previous", condition="causal", action_lag=0, pose_map=True,
+          arm_shift=True, momentum=True)],
     ids=["default", "vgg64", "fixed-prior", "extras", "cdna", "cdna-previous", "cdna-vgg64", "cdna-coords",
          "causal-extras", "causal-lag0", "causal-pose-map", "vgg64-pose-map", "sequence-latent",
          "arm-shift-coords", "arm-shift-colours", "arm-gate-coords", "arm-gate-colours", "arm-progress",
-         "arm-latent"],
+         "arm-latent", "momentum"],
 )
 def test_teacher_forced_batched_rollout_equals_step_by_step(kw, train):
     """The fast path (one encoder pass, one call per LSTM) is the same model as the step loop,
@@ -776,8 +778,8 @@ def test_coordinates_mode_samples_the_last_observed_frame_and_chains_its_coordin
     seen = []
     original = model.transform.forward_coords
 
-    def spy(g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None):
-        out = original(g, raw, previous, first, last_observed, ref, coords, shift, origin)
+    def spy(g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None, before=None):
+        out = original(g, raw, previous, first, last_observed, ref, coords, shift, origin, before)
         seen.append((ref.clone(), coords.clone(), out[2].clone()))
         return out
 
@@ -793,6 +795,59 @@ def test_coordinates_mode_samples_the_last_observed_frame_and_chains_its_coordin
     assert (seen[-1][2] - ident).abs().max() > 0  # they did move
     with pytest.raises(ConfigError, match="model.coords"):
         ModelConfig(coords=True)
+
+
+def test_momentum_candidate_repeats_the_last_step_s_motion():
+    """model.momentum: one more moved candidate, the coordinates extrapolated at constant velocity:
+    content that moved 1 px right and 2 px down in the last step moves as much again; without a
+    motion before (before = coords, as after a ground-truth frame) it is the previous frame."""
+    torch.manual_seed(0)
+    head = CDNAHead(g_dim=8, kernels=2, kernel_size=5, momentum=True)
+    assert head.n_moved == 3 and head.n_masks == 3 + len(BACKGROUNDS)
+    N, H, W = 2, 16, 16
+    ref, g = torch.rand(N, 3, H, W), torch.randn(N, 8)
+    ident = identity_coords(N, H, W, "cpu")
+    step = torch.tensor([1.0 * 2 / W, 2.0 * 2 / H]).view(1, 2, 1, 1)  # px -> grid units
+    coords = ident - step  # the previous frame: ref moved 1 px right, 2 px down
+    raw = torch.full((N, head.decoder_channels, H, W), -50.0)
+    raw[:, 3 + head.n_kernels] = 50.0  # every pixel from the momentum candidate
+    frame, _, coords_t = head.forward_coords(g, raw, ref, ref, ref, ref, coords, before=ident)
+    torch.testing.assert_close(coords_t, ident - 2 * step)
+    torch.testing.assert_close(frame[..., 4:, 2:], ref[..., :-4, :-2])  # moved twice as far
+    still, _, _ = head.forward_coords(g, raw, ref, ref, ref, ref, coords, before=coords)
+    previous, _, _ = head.forward_coords(g, raw, ref, ref, ref, ref, coords, before=None)
+    torch.testing.assert_close(still, previous)
+    torch.testing.assert_close(still[..., 2:, 1:], ref[..., :-2, :-1])  # where the previous frame had it
+    with pytest.raises(ValueError, match="forward_coords"):
+        head(g, raw, ref, ref, ref)
+    with pytest.raises(ConfigError, match="model.momentum"):
+        ModelConfig(decoder="cdna", momentum=True)
+
+
+def test_momentum_reads_the_coordinates_of_the_frame_before_in_a_free_run():
+    """In the step loop the momentum candidate gets the coordinates of x_{t-2}: the identity while
+    x_{t-1} is observed (no motion known), then the previous step's input coordinates."""
+    torch.manual_seed(0)
+    model = SVG(tiny(**CDNA, coords=True, skip_frame="previous", momentum=True)).eval()
+    frames, conds = batch()
+    seen = []
+    original = model.transform.forward_coords
+
+    def spy(g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None, before=None):
+        out = original(g, raw, previous, first, last_observed, ref, coords, shift, origin, before)
+        seen.append((coords.clone(), before.clone(), out[2].clone()))
+        return out
+
+    model.transform.forward_coords = spy
+    rollout(model, frames, conds, 2, use_posterior=False, noise=torch.randn(2, 5, 4))
+    ident = identity_coords(2, 64, 64, frames.device)
+    for t, (coords, before, _) in enumerate(seen, start=1):
+        if t <= 2:
+            torch.testing.assert_close(before, ident)
+        else:
+            torch.testing.assert_close(before, seen[t - 2][0])  # the coordinates the step before read
+            torch.testing.assert_close(coords, seen[t - 2][2])
+    assert (seen[-1][1] - seen[-1][0]).abs().max() > 0  # a motion to repeat
 
 
 @pytest.mark.parametrize("lag", [0, 1])

@@ -547,6 +547,53 @@ def test_the_glide_benchmark_measures_a_slippery_object_gliding_on(run, tmp_path
         bench.main()
 
 
+def test_the_glide_benchmark_imagines_the_push_from_its_start_and_predicts_one_step_at_a_time(
+        run, capsys, monkeypatch, load_benchmark):
+    """--imagine-push binds the model to the task's start (the push imagined too); --one-step reads
+    each one-step prediction against the true frame before it: a model that predicts the next
+    true frame scores the true travel, one that copies the frame before scores nothing."""
+    import re
+
+    from vidpred.planning import cost
+    from vidpred.training.checkpoint import load_model
+
+    bench = load_benchmark("glide")
+    bound = []
+    real_bind = cost.ModelPredictor.bind
+    monkeypatch.setattr(cost.ModelPredictor, "bind", lambda self, env: (bound.append(env.steps_taken),
+                                                                        real_bind(self, env))[1])
+    monkeypatch.setattr("sys.argv", ["glide.py", str(run), "--tasks", "3", "--samples", "1", "--imagine-push",
+                                     "--one-step"])
+    bench.main()
+    out = capsys.readouterr().out.splitlines()
+    tasks = [line for line in out if line.startswith("task ")]
+    pushed = [int(re.search(r"after\s+(\d+) push steps", line).group(1)) for line in tasks]
+    assert len(tasks) == 3 and bound == [v for k in pushed for v in (0, k)]  # the start, then after the push
+    assert all("one step at a time" in line for line in out if line.strip().startswith("friction"))
+
+    task = {t.index: t for t in env_mod.find_tasks(0, 6)}[42]
+    env = env_mod.PushEnv(task)
+    assert bench.push_until_moving(env, 2.5, 1.0)
+    model = load_model(run)[0]
+
+    class Out:
+        pred = None
+
+    def predicts(shift):
+        def fake(model, frames, conds, n_past, **kw):
+            assert kw["use_posterior"] and kw["teacher_forcing"]
+            Out.pred = frames[:, 1:] if shift else frames[:, :-1]  # pred[:, j] stands for frame j + 1
+            return Out
+        return fake
+
+    monkeypatch.setattr("vidpred.models.svg.rollout", predicts(True))
+    true, pred = bench.one_step_glide(model, env, 0)
+    assert true > 5.0 and pred == pytest.approx(true, abs=1e-4)  # task 42's object glides on
+    monkeypatch.setattr("vidpred.models.svg.rollout", predicts(False))
+    again, frozen = bench.one_step_glide(model, env, 0)
+    assert again == pytest.approx(true) and frozen < 0.05 * true  # the pseudo-pixel's pull only
+
+
 def test_released_motion_counts_object_motion_away_from_the_arm(run, tmp_path, capsys, monkeypatch, load_benchmark):
     """Task 42's slippery object, pushed and then left: most of its motion is made released; a
     plan result's model episodes are replayed the same way."""
@@ -566,7 +613,7 @@ def test_released_motion_counts_object_motion_away_from_the_arm(run, tmp_path, c
                                      str(tmp_path / "plan.json")])
     bench.main()
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("training data (seed 0, 2 sequences): ") and len(out) == 2
+    assert out[0].startswith("training data (seed 0, release 0, 2 sequences): ") and len(out) == 2
     share = released / moving
     assert out[1].endswith(f"{moving:.0f} px of object motion, {released:.0f} px ({share:.0%}) of it released")
 

@@ -115,6 +115,13 @@ class ModelConfig:
     of the gripper along its move; from a learned margin (initially the gripper's radius) behind
     its centre it keeps the previous frame. The masks can then move a pushed object with the arm
     without dragging one that the arm pulls away from."""
+    momentum: bool = False
+    """With ``coords``: one more moved candidate, the last predicted step's motion repeated (the
+    source-coordinate map extrapolated at constant velocity, ``2 * coords_{t-1} - coords_{t-2}``).
+    An object the arm pushed and let go can then keep moving in a free run: the masks choose
+    where the motion goes on, and mixing it with the previous frame's coordinates slows it down.
+    After a ground-truth frame the last motion is unknown and the candidate is the previous
+    frame."""
     arm_progress: bool = False
     """With ``pose_map``: the arm's positions that the pose maps draw (and the arm shift moves by)
     come from a prediction instead of dead reckoning alone. A linear head on the predictor's
@@ -188,6 +195,9 @@ class ModelConfig:
             raise ConfigError("model.arm_latent is the factor of model.arm_progress: it needs model.arm_progress=true")
         if self.arm_gate and not self.arm_shift:
             raise ConfigError("model.arm_gate gates the arm shift: it needs model.arm_shift=true")
+        if self.momentum and (self.decoder != "cdna" or not self.coords):
+            raise ConfigError("model.momentum repeats the last step's coordinate motion: it needs "
+                              "model.decoder=cdna and model.coords=true, or set model.momentum=false")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"model.kernel_size must be an odd number >= 1, got {self.kernel_size}")
         if self.seq_z < 0:

@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--hidden-causes", choices=("on", "off"), default="on",
                    help="objects get hidden friction and mass, so a push's outcome is uncertain; off gives "
                         "the deterministic world of vidpred <= 0.1 (default: %(default)s)")
+    p.add_argument("--release", type=float, default=0.0,
+                   help="share of the scripted arm's pushes that strike at full speed and stop dead, so a "
+                        "slippery object glides on as under a planner (0 to 1; default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing DST")
     p.set_defaults(func=cmd_synth)
 
@@ -65,7 +68,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from vidpred.data.synth import generate
 
     generate(args.dst, args.train, args.validate, args.test, seed=args.seed, workers=args.workers,
-             overwrite=args.force, hidden=args.hidden_causes == "on")
+             overwrite=args.force, hidden=args.hidden_causes == "on", release=args.release)
     return 0
 
 

@@ -23,7 +23,11 @@ height the disc stops colliding with them and passes over.
 
 Actions come from smooth random plans: mostly "push" plans (approach a point
 behind a chosen object, then drive through it), sometimes a lifted move to a
-random point. Measured with ``python -m vidpred.data.synth --measure 200
+random point. With ``release`` > 0 (``vidpred data synth --release``) that share of the push
+plans *strike* instead: full speed from the point behind the object, a stop dead after
+STRIKE_PX, then STRIKE_HOLD still steps, so a slippery object leaves the arm at speed and glides
+on, as it does under a planner's abrupt moves; 0 (the default) draws nothing extra and gives the
+data of before bit for bit. Measured with ``python -m vidpred.data.synth --measure 200
 --hidden-causes off`` (seed 0, 200 train sequences, the world without hidden
 causes): some object ends more than 2 px from its start in 99.0% of sequences
 (95.5% above 5 px, 81% above 10 px; median largest displacement 16.5 px of 64);
@@ -103,6 +107,10 @@ APPROACH_PX = 3.0
 # On BAIR action[t] acts between frames t and t+1 (model.action_lag = 1).
 ACTION_CONVENTION = "action t is executed during step t and produces frame t"
 ACTION_LAG = 0
+# Strikes (``release`` > 0): the arm travels this far (px) from the point behind the object at
+# full speed, then holds still for this many steps (integers, upper bound excluded).
+STRIKE_PX = (4.0, 12.0)
+STRIKE_HOLD = (3, 9)
 SPREAD_STARTS = 32  # test starts re-simulated to measure the hidden causes' spread
 SPREAD_DRAWS = 8  # hidden-property draws per start
 
@@ -266,8 +274,11 @@ def _hidden_properties(rng: np.random.Generator) -> tuple[float, bool]:
 class Planner:
     """Smooth random set-point motion, biased toward pushing objects."""
 
-    def __init__(self, world: PushWorld, rng: np.random.Generator):
+    def __init__(self, world: PushWorld, rng: np.random.Generator, release: float = 0.0):
         self.world, self.rng = world, rng
+        self.release = release  # the share of push plans that strike and let go (see _plan)
+        self.strike = False  # the current plan strikes
+        self.hold = 0  # zero-motion steps left after a strike
         self.speed = float(rng.uniform(1.6, 3.0))  # units per frame
         self.velocity = np.zeros(2)
         self.waypoints: list[tuple[np.ndarray, float]] = []  # (xy, z target)
@@ -280,13 +291,22 @@ class Planner:
 
     def _plan(self, push_probability: float = 0.75) -> None:
         rng, world = self.rng, self.world
+        self.strike = False
         if world.objects and rng.uniform() < push_probability:
             obj = world.objects[int(rng.integers(len(world.objects)))]
             centre = np.array(obj["body"].position)
             angle = rng.uniform(0, 2 * math.pi)
             direction = np.array([math.cos(angle), math.sin(angle)])
             behind = centre - direction * (obj["radius"] + EFF_RADIUS + 1.5)
-            through = centre + direction * rng.uniform(6.0, 16.0)
+            # A strike (probability ``release``; no draw at 0, so the world of release 0 is the one
+            # before strikes, bit for bit): drive through at full speed from the point behind for
+            # STRIKE_PX, then stop dead and hold still for STRIKE_HOLD steps, so a slippery object
+            # leaves the arm at speed and glides on, as under a planner's abrupt moves.
+            self.strike = self.release > 0 and rng.uniform() < self.release
+            if self.strike:
+                through = behind + direction * rng.uniform(*STRIKE_PX)
+            else:
+                through = centre + direction * rng.uniform(6.0, 16.0)
             self.waypoints = [(self._clamp(behind), Z_LOW), (self._clamp(through), Z_LOW)]
         else:
             lift = Z_HIGH if rng.uniform() < 0.4 else Z_LOW
@@ -297,6 +317,9 @@ class Planner:
 
     def next_action(self) -> tuple[np.ndarray, float, float]:
         """(dxy in units, dz, gripper) for the coming frame."""
+        if self.hold:
+            self.hold -= 1
+            return np.zeros(2), 0.0, self.gripper
         here = np.array(self.world.target.position)
         goal, z_goal = self.waypoints[0]
         delta = goal - here
@@ -304,11 +327,19 @@ class Planner:
         if dist < 1.0 and abs(self.world.z - z_goal) < 0.01:
             self.waypoints.pop(0)
             if not self.waypoints:
+                if self.strike:  # the strike's end: stop dead, then hold
+                    self.velocity = np.zeros(2)
+                    self.hold = int(self.rng.integers(*STRIKE_HOLD)) - 1
+                    self._plan()
+                    return np.zeros(2), 0.0, self.gripper
                 self._plan()
             goal, z_goal = self.waypoints[0]
             delta, dist = goal - here, float(np.linalg.norm(goal - here))
         want = delta / dist * min(self.speed, dist) if dist > 1e-6 else np.zeros(2)
-        self.velocity = 0.55 * self.velocity + 0.45 * want  # low-pass: smooth, BAIR-like motion
+        if self.strike and len(self.waypoints) == 1:
+            self.velocity = want  # the strike: full speed at once, no low-pass
+        else:
+            self.velocity = 0.55 * self.velocity + 0.45 * want  # low-pass: smooth, BAIR-like motion
         new = self._clamp(here + self.velocity)
         dz = float(np.clip(z_goal - self.world.z, -0.03, 0.03))
         return new - here, dz, self.gripper
@@ -399,14 +430,15 @@ class Episode:
     nothing else (draw 0 is the one the dataset was generated with).
     """
 
-    def __init__(self, seed: int, split: str, index: int, hidden: bool = True, hidden_draw: int = 0):
+    def __init__(self, seed: int, split: str, index: int, hidden: bool = True, hidden_draw: int = 0,
+                 release: float = 0.0):
         if split not in SPLIT_IDS:
             raise ConfigError(f"split must be one of {tuple(SPLIT_IDS)}, got {split!r}")
         key = (int(seed), SPLIT_IDS[split], int(index))
         rng = np.random.default_rng(key)
         hidden_rng = np.random.default_rng(key + (1 + int(hidden_draw),)) if hidden else None
         self.world = PushWorld(rng, hidden_rng, exact_setpoint=hidden)
-        self.planner = Planner(self.world, rng)
+        self.planner = Planner(self.world, rng, release=check_release(release))
         self.renderer = Renderer(rng)  # built even if unused: it draws from rng, as the plans do later
         if hidden:
             self._start_before_first_push()
@@ -461,12 +493,24 @@ class Episode:
         return self.renderer.render(self.world)
 
 
-def simulate(seed: int, split: str, index: int, hidden: bool = False) -> dict:
+def check_release(release) -> float:
+    """``release`` as a float in [0, 1], else a ConfigError naming it."""
+    try:
+        value = float(release)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"release must be a share of push plans in [0, 1], got {release!r}")
+    return value
+
+
+def simulate(seed: int, split: str, index: int, hidden: bool = False, release: float = 0.0) -> dict:
     """One sequence: frames uint8 (30, 64, 64, 3), actions (30, 4), positions (30, 3),
     object tracks (30, n_objects, 2) in px and the largest object displacement in px
     between the first and last frame. ``hidden``: objects get hidden friction and mass
-    (``hidden=False`` is the world of vidpred <= 0.1, bit for bit)."""
-    episode = Episode(seed, split, index, hidden=hidden)
+    (``hidden=False`` is the world of vidpred <= 0.1, bit for bit); ``release``: the share of
+    push plans that strike and let go (:class:`Planner`)."""
+    episode = Episode(seed, split, index, hidden=hidden, release=release)
     frames, actions, positions, object_tracks = [], [], [], []
     for _t in range(SEQ_LEN):
         actions.append(episode.scripted_action())
@@ -484,12 +528,12 @@ def _moved(tracks: np.ndarray) -> float:
 
 
 def replay(seed: int, split: str, index: int, actions, hidden: bool = True, hidden_draw: int = 0,
-           render: bool = True) -> dict:
+           render: bool = True, release: float = 0.0) -> dict:
     """Re-run the start of a sequence under other actions (a what-if) or other hidden
     properties: ``actions`` (n, 4) in dataset units, one per step from step 0.
     Returns frames uint8 (n, 64, 64, 3) (without ``render``: None), positions (n, 3)
     and object tracks (n, n_objects, 2) in px."""
-    episode = Episode(seed, split, index, hidden=hidden, hidden_draw=hidden_draw)
+    episode = Episode(seed, split, index, hidden=hidden, hidden_draw=hidden_draw, release=release)
     frames, positions, tracks = [], [], []
     for a in np.asarray(actions, dtype=np.float64):
         episode.step(a)
@@ -501,7 +545,8 @@ def replay(seed: int, split: str, index: int, actions, hidden: bool = True, hidd
                 tracks=np.stack(tracks))
 
 
-def measure_hidden_spread(seed: int, starts: int = SPREAD_STARTS, draws: int = SPREAD_DRAWS) -> dict:
+def measure_hidden_spread(seed: int, starts: int = SPREAD_STARTS, draws: int = SPREAD_DRAWS,
+                          release: float = 0.0) -> dict:
     """How uncertain the world is: re-simulate ``starts`` test sequences with their
     recorded actions and ``draws`` resampled hidden properties each, and measure how far
     the objects' final positions spread (px, per object: mean distance to the centroid of
@@ -509,10 +554,11 @@ def measure_hidden_spread(seed: int, starts: int = SPREAD_STARTS, draws: int = S
     PUSH_THRESHOLD_PX in some draw."""
     spreads, pushed = [], []
     for i in range(starts):
-        recorded = scripted_actions(seed, "test", i, hidden=True)
+        recorded = scripted_actions(seed, "test", i, hidden=True, release=release)
         finals, moved = [], []
         for d in range(draws):
-            tracks = replay(seed, "test", i, recorded, hidden=True, hidden_draw=d, render=False)["tracks"]
+            tracks = replay(seed, "test", i, recorded, hidden=True, hidden_draw=d, render=False,
+                            release=release)["tracks"]
             finals.append(tracks[-1])
             moved.append(np.linalg.norm(tracks[-1] - tracks[0], axis=-1))
         finals = np.stack(finals)  # (draws, n_objects, 2)
@@ -530,10 +576,10 @@ def measure_hidden_spread(seed: int, starts: int = SPREAD_STARTS, draws: int = S
                 pushed_max_px=round(float(on_pushed.max()), 3))
 
 
-def scripted_actions(seed: int, split: str, index: int, hidden: bool) -> np.ndarray:
+def scripted_actions(seed: int, split: str, index: int, hidden: bool, release: float = 0.0) -> np.ndarray:
     """The recorded actions (30, 4) of a sequence, from the physics alone (no rendering).
     The scripted plans aim at where objects are, so they depend on ``hidden``."""
-    episode = Episode(seed, split, index, hidden=hidden)
+    episode = Episode(seed, split, index, hidden=hidden, release=release)
     actions = []
     for _t in range(SEQ_LEN):
         actions.append(episode.scripted_action())
@@ -549,8 +595,8 @@ def sequence_path(root: Path, split: str, index: int, count: int) -> Path:
 
 
 def _write_one(task: tuple) -> float:
-    root, split, index, count, seed, hidden = task
-    episode = simulate(seed, split, index, hidden=hidden)
+    root, split, index, count, seed, hidden, release = task
+    episode = simulate(seed, split, index, hidden=hidden, release=release)
     write_sequence(sequence_path(Path(root), split, index, count), episode["frames"],
                    episode["actions"], episode["positions"], png_compress_level=3)
     return episode["max_displacement"]
@@ -560,13 +606,15 @@ SYNTH_INFO = "synth.json"
 
 
 def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed: int = 0,
-             workers: int = 1, overwrite: bool = False, quiet: bool = False, hidden: bool = True) -> dict:
+             workers: int = 1, overwrite: bool = False, quiet: bool = False, hidden: bool = True,
+             release: float = 0.0) -> dict:
     """Write a synthetic dataset in the processed layout at ``dst``; returns its info.
 
     hidden: objects get hidden friction and mass (the outcome of a push is uncertain);
     False gives the deterministic world of vidpred <= 0.1, bit for bit. ``synth.json``
     records the step convention and the spread the hidden causes give
-    (:func:`measure_hidden_spread`).
+    (:func:`measure_hidden_spread`). ``release``: the share of the scripted arm's push plans that
+    strike and let go (:class:`Planner`; 0, the default, adds no random draw: the data of before).
 
     Built in ``<dst>.tmp-XXXX`` and renamed at the end, so an interrupted run
     leaves nothing at ``dst``. If ``dst`` already holds a dataset generated with
@@ -579,7 +627,10 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
             raise ConfigError(f"--{name} must be a positive integer, got {n!r}")
     check_workers(workers)
     dst = Path(dst)
+    release = check_release(release)
     params = dict(counts, seed=int(seed), hidden_causes=bool(hidden))
+    if release:
+        params["release"] = release  # absent at 0: datasets generated before strikes stay "the same"
     if dst.exists() and not overwrite:
         info_path = dst / SYNTH_INFO
         if info_path.exists():
@@ -595,7 +646,8 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{dst.name}.tmp-", dir=dst.parent))
-    tasks = [(str(tmp), split, i, n, int(seed), bool(hidden)) for split, n in counts.items() for i in range(n)]
+    tasks = [(str(tmp), split, i, n, int(seed), bool(hidden), release)
+             for split, n in counts.items() for i in range(n)]
     started = time.perf_counter()
     try:
         bar = tqdm(total=len(tasks), desc="synth", unit="seq", disable=True if quiet else None, file=sys.stderr)
@@ -611,7 +663,7 @@ def generate(dst: str | os.PathLike, train: int, validate: int, test: int, seed:
                 displacements.append(_write_one(task))
                 bar.update()
         bar.close()
-        spread = measure_hidden_spread(int(seed)) if hidden else None
+        spread = measure_hidden_spread(int(seed), release=release) if hidden else None
         seconds = time.perf_counter() - started
         pushed = float(np.mean(np.array(displacements) > PUSH_THRESHOLD_PX))
         info = dict(params=params, generator="vidpred.data.synth", pushed_fraction=pushed,

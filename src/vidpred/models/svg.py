@@ -113,7 +113,8 @@ class SVG(nn.Module):
 
             raise ConfigError(f"model.levels must be <= {MAX_LEVELS}, got {cfg.levels}")
         E, Z, L, G = cfg.cond_embed, cfg.z_dim, cfg.levels, cfg.g_dim
-        self.transform = (CDNAHead(G, cfg.kernels, cfg.kernel_size, cfg.flow, cfg.arm_shift, cfg.arm_gate)
+        self.transform = (CDNAHead(G, cfg.kernels, cfg.kernel_size, cfg.flow, cfg.arm_shift, cfg.arm_gate,
+                                   cfg.momentum)
                           if cfg.decoder == "cdna" else None)
         self.encoder, self.decoder = build_codec(
             cfg.codec,
@@ -304,11 +305,12 @@ class SVG(nn.Module):
         -> (frames (B, S, 3, H, W), coords (B, S, 2, H, W) or None).
 
         context (``decoder=cdna`` only): ``(previous (B, S, 3, H, W), first (B, 3, H, W),
-        last_observed (B, S, 3, H, W), ref (B, S, 3, H, W), coords (B, S, 2, H, W))``: the
-        frames the transformation decoder moves and composites and, with ``model.coords``,
-        the frame the coordinates point into and where each pixel of ``previous`` comes
-        from in it (see ``models/transform.py``); the returned coords are the same for the
-        predicted frame.
+        last_observed (B, S, 3, H, W), ref (B, S, 3, H, W), coords (B, S, 2, H, W)[, coords_before
+        (B, S, 2, H, W)])``: the frames the transformation decoder moves and composites and, with
+        ``model.coords``, the frame the coordinates point into and where each pixel of ``previous``
+        comes from in it (see ``models/transform.py``); ``model.momentum`` also reads where each pixel
+        of the frame before came from (as coords; absent: coords, no motion). The returned coords
+        are the same for the predicted frame.
         """
         B, S = g.shape[:2]
         g = g.flatten(0, 1)
@@ -333,12 +335,13 @@ class SVG(nn.Module):
             x = x + out_shift
         coords_t = None
         if self.transform is not None:
-            previous, first, last, ref, coords = context
+            previous, first, last, ref, coords = context[:5]
+            before = context[5] if len(context) > 5 and context[5] is not None else coords
             first = first[:, None].expand(B, S, *first.shape[1:])
             if self.cfg.coords:
                 x, _, coords_t = self.transform.forward_coords(
                     g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1),
-                    ref.flatten(0, 1), coords.flatten(0, 1), shift, origin)
+                    ref.flatten(0, 1), coords.flatten(0, 1), shift, origin, before.flatten(0, 1))
                 coords_t = coords_t.view(B, S, *coords_t.shape[1:])
             else:
                 x, _ = self.transform(g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1), shift, origin)
@@ -490,7 +493,7 @@ def _rollout_stepwise(
     # ref and moves the coordinates, so every prediction samples an observed frame once.
     H, W = frames.shape[-2:]
     ident = identity_coords(B, H, W, frames.device)[:, None] if model.cfg.coords else None  # (B, 1, 2, H, W)
-    ref = coords = None
+    ref = coords = before = None  # before: the coords of x_{t-2} (model.momentum)
     arm = None  # model.arm_progress: the arm's position in the frame last predicted
     u = arm_state = None  # model.arm_latent: the last step's latent and its prior's state
     for t in range(1, T):
@@ -498,6 +501,7 @@ def _rollout_stepwise(
             h_prev = h_gt[:, t - 1 : t]
             x_prev = frames[:, t - 1 : t]
             ref, coords = x_prev, ident
+            before = ident  # the motion into a ground-truth frame is not known: none
             if t - 1 < n_past:
                 last_seen = x_prev
             if t - 1 < n_past or from_previous:
@@ -530,9 +534,9 @@ def _rollout_stepwise(
             arms.append(arm[:, None])
         if not use_posterior:
             kl = torch.zeros_like(kl)  # sampling: the KL is not an objective here
-        pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords), pose_t)
+        pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords, before), pose_t)
         preds.append(pred)
-        coords = coords_t  # where the predicted frame's pixels come from in ref (None without model.coords)
+        before, coords = coords, coords_t  # where the predicted frame's pixels come from in ref (None without model.coords)
         kls.append(kl)
     return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1),
                          arm=torch.cat(arms, 1) if arms else None)

@@ -78,15 +78,16 @@ class CDNAHead(nn.Module):
     """Kernels from g_t, masks and a generated image from the decoder, and the composite."""
 
     def __init__(self, g_dim: int, kernels: int, kernel_size: int, flow: bool = False, arm: bool = False,
-                 arm_gate: bool = False) -> None:
+                 arm_gate: bool = False, momentum: bool = False) -> None:
         super().__init__()
         if arm_gate and not arm:
             raise ValueError("CDNAHead(arm_gate=True) needs arm=True")
         self.n_kernels, self.kernel_size, self.flow, self.arm = kernels, kernel_size, flow, arm
+        self.momentum = momentum  # coordinate mode only: the last step's motion repeated
         # the gate's margin behind the gripper's centre (px), learned
         self.arm_margin = nn.Parameter(torch.tensor(ARM_GATE_PX)) if arm_gate else None
-        # moved candidates: the K kernels' (then the flow's, then the arm shift's, then the gated one's)
-        self.n_moved = kernels + int(flow) + int(arm) + int(arm_gate)
+        # moved candidates: the K kernels' (then the flow's, the arm shift's, the gated one's, the momentum's)
+        self.n_moved = kernels + int(flow) + int(arm) + int(arm_gate) + int(momentum)
         self.n_masks = self.n_moved + len(BACKGROUNDS)
         self.kernel_logits = nn.Linear(g_dim, kernels * kernel_size**2)
         # Identity start: small weights, a bias that puts IDENTITY_WEIGHT on the centre tap.
@@ -170,15 +171,21 @@ class CDNAHead(nn.Module):
         logits = self.kernel_logits(g).float().view(N, self.n_kernels, k * k)
         return torch.softmax(logits, -1).view(N, self.n_kernels, k, k)
 
-    def forward_coords(self, g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None):
+    def forward_coords(self, g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None,
+                       before=None):
         """Coordinate mode: the kernels move a source-coordinate map instead of colours, and the
         moved maps sample ``ref`` (a sharp observed frame) once. coords (N, 2, H, W): where each
-        pixel of ``previous`` comes from in ``ref`` (grid_sample units). Returns (frame, masks, coords_t)."""
+        pixel of ``previous`` comes from in ``ref`` (grid_sample units); ``before`` (``momentum``
+        only; None: coords) the same for the frame before it, so ``2 * coords - before`` repeats
+        the last step's motion. Returns (frame, masks, coords_t)."""
         generated, masks = self.split(raw)
         N, _, H, W = previous.shape
         K = self.n_moved
         with torch.autocast(device_type=previous.device.type, enabled=False):
-            moved = self.move(coords, g, raw, shift, origin)  # (N, K, 2, H, W)
+            moved = self.move(coords, g, raw, shift, origin)  # (N, K', 2, H, W)
+            if self.momentum:
+                ahead = 2 * coords.float() - (coords if before is None else before).float()
+                moved = torch.cat([moved, ahead[:, None]], 1)  # (N, K, 2, H, W)
             # the K grids of a row stacked vertically: ref is sampled in one call without K copies
             grid = moved.permute(0, 1, 3, 4, 2).reshape(N, K * H, W, 2)
             warped = F.grid_sample(ref.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -201,6 +208,8 @@ class CDNAHead(nn.Module):
         move in grid units (``arm`` only), origin (N, 2) the arm's position before it (``arm_gate``).
         Returns (frame (N, 3, H, W) in [0, 1], masks (N, M, H, W)).
         """
+        if self.momentum:
+            raise ValueError("CDNAHead(momentum=True) moves coordinates: use forward_coords")
         generated, masks = self.split(raw)
         # fp32 even under bf16 autocast: the grouped conv measured 10x slower in bf16 on CPU,
         # and pixel values mixed in bf16 lose about 1/255.
