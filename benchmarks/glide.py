@@ -14,7 +14,8 @@ posterior's latent, as in training), read as the planner reads it (the tracked c
 ``vidpred.planning.cost.colour_track``). Printed per task and by friction (the hidden scale
 below / above ``--low``): the mean true and predicted travel. ``--picture PNG``: the task
 whose object went farthest, as a strip (the two context frames, then the 10 still steps; top
-row the simulator, below it the model's samples).
+row the simulator, below it the model's samples; with ``--imagine-push`` the samples' context
+frames are the last two of the push they imagined).
 
 How often the model could have seen it: ``--data N`` counts, over the first N training
 sequences of the synthetic world (seed ``--data-seed``, hidden causes on, the scripted arm with
@@ -108,11 +109,13 @@ def true_glide(env: env_mod.PushEnv, steps: int = HORIZON) -> float:
 
 
 def predicted_glide(model, env: env_mod.PushEnv, samples: int, seed: int,
-                    imagine_push: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+                    imagine_push: bool = False) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
     """(samples,) px the model moves the object over ``HORIZON`` zero-motion steps (tracked centroid),
-    and the predicted frames of those steps (samples, HORIZON, 3, h, w). The model's context is the
-    env's last frames (the push seen), or with ``imagine_push`` the frames before the push: the
-    model imagines the push's steps (the env's executed actions) too, as a planner's model does."""
+    the predicted frames of those steps (samples, HORIZON, 3, h, w) and the frames before them that
+    were imagined (None when all were seen). The model's context is the env's last frames (the push
+    seen), or with ``imagine_push`` the frames before the push: the model imagines the push's steps
+    (the env's executed actions) too, as a planner's model does; the frames before the still steps
+    are then its own (samples, n_past, 3, h, w)."""
     predictor = ModelPredictor(model, env.task, env.n_past, samples, torch.Generator().manual_seed(seed))
     still = full_actions(np.zeros((1, HORIZON, 2)), (0.0, env.gripper))
     if imagine_push:
@@ -120,13 +123,16 @@ def predicted_glide(model, env: env_mod.PushEnv, samples: int, seed: int,
         push = np.stack(env.actions[env.n_past:])[None]  # (1, k, 4)
         future = predictor.imagine(np.concatenate([push, still], 1))[0]  # (S, k + H, 3, h, w)
         start = colour_track(future[:, :push.shape[1]], predictor.colour, predictor.prior_xy)  # where the push left it
+        seen = predictor.frames[None].expand(samples, *predictor.frames.shape).cpu()
+        context = torch.cat([seen, future[:, :push.shape[1]]], 1)[:, -env.n_past:]
         future = future[:, push.shape[1]:]
     else:
         predictor.bind(env)
         future = predictor.imagine(still)[0]  # (S, H, 3, h, w)
         start = torch.tensor(predictor.prior_xy, dtype=torch.float32).expand(samples, 2)
+        context = None
     xy = torch.stack([colour_track(f, predictor.colour, s) for f, s in zip(future, start)])
-    return (xy - start).norm(dim=-1).numpy(), future
+    return (xy - start).norm(dim=-1).numpy(), future, context
 
 
 @torch.no_grad()
@@ -155,15 +161,18 @@ def one_step_glide(model, env: env_mod.PushEnv, seed: int) -> tuple[float, float
     return float((true[1:] - true[:-1]).norm(dim=-1).sum()), float((pred - true[:-1]).norm(dim=-1).sum())
 
 
-def write_picture(env: env_mod.PushEnv, future: torch.Tensor, path: Path, scale: int = 2) -> None:
-    """The strip of ``--picture``: context frames then the still steps, the simulator on top."""
+def write_picture(env: env_mod.PushEnv, future: torch.Tensor, path: Path, scale: int = 2,
+                  imagined: torch.Tensor | None = None) -> None:
+    """The strip of ``--picture``: context frames then the still steps, the simulator on top; the
+    samples' context frames are the env's, or their own ``imagined`` ones (samples, n_past, 3, h, w)."""
     from PIL import Image
 
     _, truth = still_steps(env, future.shape[1], render=True)
     context = list(env.frames[-env.n_past:])
     rows = [np.concatenate(context + truth, 1)]
-    for sample in (future.permute(0, 1, 3, 4, 2).numpy() * 255).round().astype(np.uint8):
-        rows.append(np.concatenate(context + list(sample), 1))
+    frames = future if imagined is None else torch.cat([imagined, future], 1)
+    for sample in (frames.permute(0, 1, 3, 4, 2).numpy() * 255).round().astype(np.uint8):
+        rows.append(np.concatenate((context if imagined is None else []) + list(sample), 1))
     img = Image.fromarray(np.concatenate(rows, 0))
     img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
 
@@ -235,11 +244,12 @@ def main() -> None:
             continue
         friction = env.object_friction()
         truth = true_glide(env)
-        pred, future = predicted_glide(model, env, args.samples, args.seed * 100_003 + task.index, args.imagine_push)
+        pred, future, imagined = predicted_glide(model, env, args.samples, args.seed * 100_003 + task.index,
+                                                 args.imagine_push)
         one = one_step_glide(model, env, task.index) if args.one_step else (np.nan, np.nan)
         rows.append((friction, truth, float(pred.mean())) + one)
         if farthest is None or truth > farthest[0]:
-            farthest = (truth, env, future)
+            farthest = (truth, env, future, imagined)
         print(f"task {task.index:4d} friction {friction:5.2f} after {env.steps_taken:2d} push steps: the object goes "
               f"{truth:5.1f} px in {HORIZON} still steps, the model {pred.mean():4.1f} px "
               f"(samples {', '.join(f'{v:.1f}' for v in pred)})"
@@ -256,8 +266,8 @@ def main() -> None:
                   + (f"; one step at a time: true {r[sel, 3].mean():5.2f} px, model {r[sel, 4].mean():5.2f} px"
                      if args.one_step else ""))
     if args.picture is not None:
-        _, env, future = farthest
-        write_picture(env, future, args.picture)
+        _, env, future, imagined = farthest
+        write_picture(env, future, args.picture, imagined=imagined)
         print(f"wrote {args.picture}: task {env.task.index}, the simulator on top, {args.samples} model samples below")
 
 

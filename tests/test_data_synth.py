@@ -232,6 +232,16 @@ def test_strikes_stop_dead_and_let_slippery_objects_glide():
     assert holds_before == 0
 
 
+def test_replay_of_a_struck_sequence_needs_its_release():
+    """The strike draws come from the start's stream (the table's texture is drawn after them), so
+    replaying a struck sequence's actions gives its frames back only with the same release."""
+    episode = synth.simulate(0, "test", 1, hidden=True, release=1.0)
+    actions = synth.scripted_actions(0, "test", 1, hidden=True, release=1.0)
+    again = synth.replay(0, "test", 1, actions, hidden=True, release=1.0)
+    assert np.array_equal(again["frames"], episode["frames"]) and np.array_equal(again["tracks"], episode["tracks"])
+    assert not np.array_equal(synth.replay(0, "test", 1, actions, hidden=True)["frames"], episode["frames"])
+
+
 def test_release_is_recorded_and_checked(tmp_path, capsys):
     dst = tmp_path / "d"
     args = ["data", "synth", str(dst), "--train", "1", "--validate", "1", "--test", "1", "--release", "0.5"]
