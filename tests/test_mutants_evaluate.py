@@ -640,11 +640,13 @@ def fake_synth(monkeypatch):
         calls.append(("read_info", str(root)))
         return info["value"] if "value" in info else info
 
-    def scripted_actions(seed, split, index, hidden):
+    def scripted_actions(seed, split, index, hidden, release):
+        assert release == info.get("value", info)["params"].get("release", 0.0)
         calls.append(("scripted", seed, split, index, hidden))
         return np.full((30, 4), -1.0)
 
-    def replay(seed, split, index, actions, hidden):
+    def replay(seed, split, index, actions, hidden, release):
+        assert release == info.get("value", info)["params"].get("release", 0.0)
         calls.append(("replay", seed, split, index, np.array(actions), hidden))
         frames = np.zeros((len(actions), 2, 3, 3), np.uint8)
         frames[:, 1, 2, 0] = 255
@@ -674,6 +676,9 @@ def test_simulated_whatif_replays_recorded_then_new_actions(fake_synth):
     del fake_synth.info["params"]["hidden_causes"]
     ev.simulated_whatif("/root", "test", "traj_0_to_255/0", conds, n_past=1)
     assert fake_synth.calls[-1][5] is False
+    fake_synth.info["params"]["release"] = 0.5  # the fakes check that both calls get it
+    ev.simulated_whatif("/root", "test", "traj_0_to_255/0", conds, n_past=1)
+    assert [c[0] for c in fake_synth.calls[-2:]] == ["scripted", "replay"]
 
 
 def test_simulated_whatif_errors_and_other_data(fake_synth):
@@ -687,6 +692,11 @@ def test_simulated_whatif_errors_and_other_data(fake_synth):
     with pytest.raises(DataError) as err:
         ev.simulated_whatif("/root", "test", "traj_0_to_1/0", conds, 2)
     assert str(err.value) == "/root/synth.json: params.seed must be an integer, got '5'"
+    fake_synth.info["params"]["seed"] = 5
+    fake_synth.info["params"]["release"] = 2
+    with pytest.raises(DataError) as err:
+        ev.simulated_whatif("/root", "test", "traj_0_to_1/0", conds, 2)
+    assert str(err.value) == "/root/synth.json: params.release must be a share of push plans in [0, 1], got 2"
     fake_synth.info["value"] = None
     assert ev.simulated_whatif("/root", "test", "anything", conds, 2) is None
 

@@ -714,19 +714,19 @@ def test_hidden_spread_on_made_up_tracks(monkeypatch):
               2: [np.array(c0)[:, None], np.array(c1)[:, None]]}
     recorded, calls = {}, []
 
-    def scripted_actions(seed, split, index, hidden):
-        assert (seed, split, hidden) == (7, "test", True)
+    def scripted_actions(seed, split, index, hidden, release=0.0):
+        assert (seed, split, hidden, release) == (7, "test", True, 0.25)
         recorded[index] = np.full((30, 4), float(index))
         return recorded[index]
 
-    def replay(seed, split, index, actions, hidden=True, hidden_draw=0, render=True):  # replay's defaults
-        assert actions is recorded[index]
+    def replay(seed, split, index, actions, hidden=True, hidden_draw=0, render=True, release=0.0):  # its defaults
+        assert actions is recorded[index] and release == 0.25
         calls.append((seed, split, index, hidden_draw, hidden, render))
         return dict(frames=None, positions=None, tracks=np.asarray(tracks[index][hidden_draw], float))
 
     monkeypatch.setattr(synth, "scripted_actions", scripted_actions)
     monkeypatch.setattr(synth, "replay", replay)
-    got = synth.measure_hidden_spread(7, starts=3, draws=2)
+    got = synth.measure_hidden_spread(7, starts=3, draws=2, release=0.25)
     assert [c[:4] for c in calls] == [(7, "test", i, d) for i in range(3) for d in range(2)]
     assert all(hidden is True and not render for *_, hidden, render in calls)  # hidden causes on, no frames drawn
     a, b, c = 0.5, math.sqrt(5), 1.5 * math.sqrt(2)
@@ -735,7 +735,7 @@ def test_hidden_spread_on_made_up_tracks(monkeypatch):
                        pushed_max_px=round(b, 3))
     assert (got["mean_px"], got["pushed_mean_px"], got["pushed_max_px"]) == (1.619, 2.179, 2.236)
     calls.clear()
-    assert synth.measure_hidden_spread(7, starts=1, draws=2) == dict(  # no object at all: zeros, not NaN
+    assert synth.measure_hidden_spread(7, starts=1, draws=2, release=0.25) == dict(  # no object: zeros, not NaN
         starts=1, draws=2, objects=0, pushed_objects=0, mean_px=0.0, pushed_mean_px=0.0, pushed_median_px=0.0,
         pushed_max_px=0.0)
     assert len(calls) == 2
@@ -760,10 +760,10 @@ def test_write_one_simulates_and_writes_pngs_at_compression_level_3(tmp_path, mo
     episode = dict(frames=frames, actions=np.full((30, 4), 0.25, np.float32),
                    positions=np.full((30, 3), 0.5, np.float32), max_displacement=4.5)
     calls = []
-    monkeypatch.setattr(synth, "simulate", lambda seed, split, index, hidden=False:
-                        calls.append((seed, split, index, hidden)) or episode)
-    assert synth._write_one((str(tmp_path), "test", 300, 600, 9, True)) == 4.5
-    assert calls == [(9, "test", 300, True)]
+    monkeypatch.setattr(synth, "simulate", lambda seed, split, index, hidden=False, release=0.0:
+                        calls.append((seed, split, index, hidden, release)) or episode)
+    assert synth._write_one((str(tmp_path), "test", 300, 600, 9, True, 0.5)) == 4.5
+    assert calls == [(9, "test", 300, True, 0.5)]
 
     def png(frame, level):
         buf = io.BytesIO()
@@ -815,9 +815,11 @@ def test_generate_writes_the_simulated_sequences_and_synth_json(tmp_path, capsys
 
 def test_generate_with_hidden_causes_records_the_spread(tmp_path, capsys, monkeypatch):
     calls = []
-    monkeypatch.setattr(synth, "measure_hidden_spread", lambda seed: calls.append(seed) or dict(pushed_mean_px=4.25))
+    monkeypatch.setattr(synth, "measure_hidden_spread",
+                        lambda seed, release: calls.append((seed, release)) or dict(pushed_mean_px=4.25))
     info = synth.generate(tmp_path / "h", train=1, validate=1, test=1, seed=2)  # hidden causes on by default
-    assert calls == [2] and info["hidden_spread_px"] == dict(pushed_mean_px=4.25)
+    assert calls == [(2, 0.0)] and info["hidden_spread_px"] == dict(pushed_mean_px=4.25)
+    assert "release" not in info["params"]  # absent at 0: a dataset of before is still "the same"
     assert info["hidden_causes"] is True and info["params"]["hidden_causes"] is True
     assert capsys.readouterr().err.strip().endswith("hidden causes spread pushed objects by 4.2 px")
     frames, _ = read_sequence(tmp_path / "h" / "train" / "traj_0_to_0.tfrecords" / "0")

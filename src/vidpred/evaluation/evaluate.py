@@ -520,7 +520,7 @@ def simulated_whatif(root: str | Path, split: str, name: str, conds: torch.Tenso
     simulator did not make (BAIR)."""
     from vidpred.data import synth
 
-    from vidpred.errors import DataError
+    from vidpred.errors import ConfigError, DataError
 
     info = synth.read_info(root)
     if info is None:
@@ -535,10 +535,14 @@ def simulated_whatif(root: str | Path, split: str, name: str, conds: torch.Tenso
     if not isinstance(params.get("seed"), int):
         raise DataError(f"{Path(root) / synth.SYNTH_INFO}: params.seed must be an integer, got {params.get('seed')!r}")
     hidden = bool(params.get("hidden_causes", False))
-    recorded = synth.scripted_actions(params["seed"], split, index, hidden)
+    try:  # the scripted arm's strikes draw from the start's stream: the same release, the same start
+        release = synth.check_release(params.get("release", 0.0))
+    except ConfigError as err:
+        raise DataError(f"{Path(root) / synth.SYNTH_INFO}: params.{err}") from None
+    recorded = synth.scripted_actions(params["seed"], split, index, hidden, release=release)
     T = conds.shape[0]
     actions = np.concatenate([recorded[:n_past], conds[n_past:, :4].double().numpy()])
-    frames = synth.replay(params["seed"], split, index, actions[:T], hidden=hidden)["frames"]
+    frames = synth.replay(params["seed"], split, index, actions[:T], hidden=hidden, release=release)["frames"]
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
 
 

@@ -536,7 +536,8 @@ def _rollout_stepwise(
             kl = torch.zeros_like(kl)  # sampling: the KL is not an objective here
         pred, coords_t = model.decode(g, skips, z, e, (x_prev, frames[:, 0], last_seen, ref, coords, before), pose_t)
         preds.append(pred)
-        before, coords = coords, coords_t  # where the predicted frame's pixels come from in ref (None without model.coords)
+        # where the predicted frame's pixels come from in ref (None without model.coords), and the step's before
+        before, coords = coords, coords_t
         kls.append(kl)
     return RolloutOutput(pred=torch.cat(preds, 1), kl=torch.cat(kls, 1),
                          arm=torch.cat(arms, 1) if arms else None)
