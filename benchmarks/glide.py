@@ -212,8 +212,13 @@ def main() -> None:
     for flag, value in (("--speed", args.speed), ("--moving", args.moving), ("--low", args.low)):
         if not value > 0:
             raise SystemExit(f"{flag} must be > 0, got {value}")
-    if not 0 <= args.data_release <= 1:
-        raise SystemExit(f"--data-release must be a share of push plans in [0, 1], got {args.data_release}")
+    from vidpred.data.synth import check_release
+    from vidpred.errors import ConfigError
+
+    try:
+        check_release(args.data_release)
+    except ConfigError as err:
+        raise SystemExit(f"--data-release: {err}") from None
     if args.speed > env_mod.MAX_STEP_PX:
         raise SystemExit(f"--speed must be <= {env_mod.MAX_STEP_PX:g} px (the most the training data's arm moves "
                          f"per step), got {args.speed}")

@@ -535,7 +535,7 @@ def test_the_glide_benchmark_measures_a_slippery_object_gliding_on(run, tmp_path
                           (["--speed", "4"], "--speed must be <= 3 px"), (["--samples", "0"], "--samples must be >= 1"),
                           (["--tasks", "-1"], "--tasks must be >= 0"), (["--data", "-1"], "--data must be >= 0"),
                           (["--low", "0"], "--low must be > 0"),
-                          (["--data-release", "1.5"], r"--data-release must be a share of push plans in \[0, 1\], got 1.5")):
+                          (["--data-release", "1.5"], r"--data-release: release must be a share of push plans in \[0, 1\], got 1.5")):
         monkeypatch.setattr("sys.argv", ["glide.py", str(run), *argv])
         with pytest.raises(SystemExit, match=message):
             bench.main()
