@@ -131,7 +131,7 @@ def predicted_glide(model, env: env_mod.PushEnv, samples: int, seed: int,
         future = predictor.imagine(still)[0]  # (S, H, 3, h, w)
         start = torch.tensor(predictor.prior_xy, dtype=torch.float32).expand(samples, 2)
         context = None
-    xy = torch.stack([colour_track(f, predictor.colour, s) for f, s in zip(future, start)])
+    xy = colour_track(future, predictor.colour, start)  # each sample from its own start
     return (xy - start).norm(dim=-1).numpy(), future, context
 
 

@@ -764,6 +764,25 @@ def test_kl_is_computed_in_fp32_under_bf16_autocast():
 
 
 
+def _coordinates_of_a_free_run(**kw):
+    """A tiny coordinate-mode model's free run (2 observed frames, 4 predicted): the batch's frames and,
+    per step, what forward_coords got and gave: (ref, coords, before or None, the coords it returned)."""
+    torch.manual_seed(0)
+    model = SVG(tiny(**CDNA, coords=True, skip_frame="previous", **kw)).eval()
+    frames, conds = batch()
+    seen = []
+    original = model.transform.forward_coords
+
+    def spy(g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None, before=None):
+        out = original(g, raw, previous, first, last_observed, ref, coords, shift, origin, before)
+        seen.append((ref.clone(), coords.clone(), None if before is None else before.clone(), out[2].clone()))
+        return out
+
+    model.transform.forward_coords = spy
+    rollout(model, frames, conds, 2, use_posterior=False, noise=torch.randn(2, 5, 4))
+    return frames, seen
+
+
 def test_coordinates_mode_samples_the_last_observed_frame_and_chains_its_coordinates():
     """model.coords: in a free run every prediction's moved pixels are read from the last
     observed frame at coordinates carried from step to step; identity coordinates give the frame back."""
@@ -772,27 +791,15 @@ def test_coordinates_mode_samples_the_last_observed_frame_and_chains_its_coordin
     same = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
     torch.testing.assert_close(same, image)
 
-    torch.manual_seed(0)
-    model = SVG(tiny(**CDNA, coords=True, skip_frame="previous")).eval()
-    frames, conds = batch()
-    seen = []
-    original = model.transform.forward_coords
-
-    def spy(g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None, before=None):
-        out = original(g, raw, previous, first, last_observed, ref, coords, shift, origin, before)
-        seen.append((ref.clone(), coords.clone(), out[2].clone()))
-        return out
-
-    model.transform.forward_coords = spy
-    rollout(model, frames, conds, 2, use_posterior=False, noise=torch.randn(2, 5, 4))
+    frames, seen = _coordinates_of_a_free_run()
     ident = identity_coords(2, 64, 64, frames.device)
-    for t, (ref, coords, coords_out) in enumerate(seen, start=1):  # step t predicts frame t
+    for t, (ref, coords, _, coords_out) in enumerate(seen, start=1):  # step t predicts frame t
         torch.testing.assert_close(ref, frames[:, min(t - 1, 1)])  # x_{t-1} while observed, then x_1
         if t <= 2:
             torch.testing.assert_close(coords, ident)
         else:
-            torch.testing.assert_close(coords, seen[t - 2][2])  # the previous step's coordinates
-    assert (seen[-1][2] - ident).abs().max() > 0  # they did move
+            torch.testing.assert_close(coords, seen[t - 2][3])  # the previous step's coordinates
+    assert (seen[-1][3] - ident).abs().max() > 0  # they did move
     with pytest.raises(ConfigError, match="model.coords"):
         ModelConfig(coords=True)
 
@@ -827,27 +834,15 @@ def test_momentum_candidate_repeats_the_last_step_s_motion():
 def test_momentum_reads_the_coordinates_of_the_frame_before_in_a_free_run():
     """In the step loop the momentum candidate gets the coordinates of x_{t-2}: the identity while
     x_{t-1} is observed (no motion known), then the previous step's input coordinates."""
-    torch.manual_seed(0)
-    model = SVG(tiny(**CDNA, coords=True, skip_frame="previous", momentum=True)).eval()
-    frames, conds = batch()
-    seen = []
-    original = model.transform.forward_coords
-
-    def spy(g, raw, previous, first, last_observed, ref, coords, shift=None, origin=None, before=None):
-        out = original(g, raw, previous, first, last_observed, ref, coords, shift, origin, before)
-        seen.append((coords.clone(), before.clone(), out[2].clone()))
-        return out
-
-    model.transform.forward_coords = spy
-    rollout(model, frames, conds, 2, use_posterior=False, noise=torch.randn(2, 5, 4))
+    frames, seen = _coordinates_of_a_free_run(momentum=True)
     ident = identity_coords(2, 64, 64, frames.device)
-    for t, (coords, before, _) in enumerate(seen, start=1):
+    for t, (_, coords, before, _) in enumerate(seen, start=1):
         if t <= 2:
             torch.testing.assert_close(before, ident)
         else:
-            torch.testing.assert_close(before, seen[t - 2][0])  # the coordinates the step before read
-            torch.testing.assert_close(coords, seen[t - 2][2])
-    assert (seen[-1][1] - seen[-1][0]).abs().max() > 0  # a motion to repeat
+            torch.testing.assert_close(before, seen[t - 2][1])  # the coordinates the step before read
+            torch.testing.assert_close(coords, seen[t - 2][3])
+    assert (seen[-1][2] - seen[-1][1]).abs().max() > 0  # a motion to repeat
 
 
 @pytest.mark.parametrize("lag", [0, 1])
