@@ -1,6 +1,7 @@
 """vidpred plan: the task environment, the colour-centroid cost, CEM, the three arms, the JSON, errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -432,7 +433,6 @@ def test_a_stopped_plan_resumes_from_its_finished_episodes(run, tmp_path, capsys
 
 
 def test_the_pushed_object_benchmark_reads_both_costs(run, synth_root, capsys, monkeypatch, load_benchmark):
-    import re
 
     bench = load_benchmark("pushed_object")
     monkeypatch.setattr("sys.argv", ["pushed_object.py", str(run), str(synth_root), "--samples", "2",
@@ -458,16 +458,64 @@ def test_the_open_loop_benchmark_scores_each_variant(run, capsys, monkeypatch, l
     assert sim < task.as_dict()["start_distance_px"] - 2  # the simulator's one plan pushes the object on
     model = load_model(run)[0]
     assert 0 <= bench.open_loop(model, task, "tracked", "mean", cfg, 0, 2) < np.inf
+    # an ensemble of a model with itself: each member draws the same noise, so the averaged cost is the
+    # model's own and CEM picks the same plan
+    assert bench.open_loop(model, task, "ensemble", "best", cfg, 0, 2, (model,)) == \
+        bench.open_loop(model, task, "tracked", "best", cfg, 0, 2)
+
+    class Member:  # a stand-in predictor: cost = scale * the first step's dx
+        def __init__(self, scale):
+            self.scale, self.bound = scale, None
+
+        def bind(self, env):
+            self.bound = env
+
+        def __call__(self, actions):
+            return self.scale * actions[:, 0, 0]
+
+    members = [Member(1.0), Member(3.0)]
+    ensemble = bench.Ensemble(members)
+    ensemble.bind("env")
+    assert [m.bound for m in members] == ["env", "env"]
+    np.testing.assert_allclose(ensemble(np.array([[[1.0, 0, 0, 0]], [[-0.5, 0, 0, 0]]])), [2.0, -1.0])
     monkeypatch.setattr("sys.argv", ["plan_open_loop.py", str(run), "--tasks", "1", "--variants", "sim:best",
                                      "tracked:mean"])
     bench.main()
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"task {task.index}: sim:best ") and "tracked:mean" in out[0]
     assert out[1].split()[:3] == ["sim:best", "success", "100%"] and out[2].startswith("tracked:mean")
-    for argv in (["--variants", "sim:worst"], ["--tasks", "0"], ["--move-cost", "-1"]):
+    for argv in (["--variants", "sim:worst"], ["--tasks", "0"], ["--move-cost", "-1"],
+                 ["--variants", "ensemble:best"], ["--ensemble", str(run)]):
         monkeypatch.setattr("sys.argv", ["plan_open_loop.py", str(run), *argv])
-        with pytest.raises(SystemExit, match="--variants|--tasks|--move-cost"):
+        with pytest.raises(SystemExit, match="--variants|--tasks|--move-cost|--ensemble"):
             bench.main()
+
+
+def test_the_plan_step_benchmark_splits_a_rollout_into_the_models_parts(run, capsys, monkeypatch, load_benchmark):
+    bench = load_benchmark("plan_step")
+    monkeypatch.setattr("sys.argv", ["plan_step.py", str(run), "--samples", "3", "--iterations", "1", "--horizon", "2",
+                                     "--repeat", "2", "--threads", "1"])
+    bench.main()
+    out = capsys.readouterr().out.splitlines()
+    assert "3 samples x 1 iterations, horizon 2, 1 threads" in out[0]
+    assert [line.split(" s ")[0].rsplit(None, 1)[0] for line in out[1:4]] == [
+        "one plan", "one iteration's rollouts", "its cost (tracked colour centroid)"]
+    assert all("2 runs" in line for line in out[1:4])
+    total = float(re.search(r"\((\d+\.\d+) s\)", out[4]).group(1))
+    parts = {line.split()[0]: float(line.split()[1]) for line in out[5:-1]}
+    assert {"encoder", "decoder", "predictor", "prior"} <= parts.keys() and all(v >= 0 for v in parts.values())
+    rest = float(out[-1].split()[2])
+    assert out[-1].split()[:2] == ["the", "rest"] and rest >= 0
+    assert sum(parts.values()) + rest == pytest.approx(total, abs=2e-3)  # printed to the ms
+    # the timing wrappers are gone: the parts run their classes' methods again
+    from vidpred.training.checkpoint import load_model
+
+    model = load_model(run)[0]
+    spent = bench.part_times(model, lambda: model.decoder.forward)
+    assert spent == {} and "forward" not in vars(model.decoder) and "forward" not in vars(model.encoder)
+    monkeypatch.setattr("sys.argv", ["plan_step.py", str(run), "--samples", "1"])
+    with pytest.raises(SystemExit, match="--samples must be an integer >= 2"):
+        bench.main()
 
 
 def test_errors(run, synth_root, tmp_path, capsys):
@@ -504,7 +552,6 @@ def test_the_glide_benchmark_measures_a_slippery_object_gliding_on(run, tmp_path
                                                                   load_benchmark):
     """Task 42 of seed 0 (friction 0.07) glides on after the push stops, task 49 (friction 2.4) stops:
     the simulator's travel tells them apart, and the printout has both friction groups."""
-    import re
 
     bench = load_benchmark("glide")
     tasks = {t.index: t for t in env_mod.find_tasks(0, 7)}
@@ -553,7 +600,6 @@ def test_the_glide_benchmark_imagines_the_push_from_its_start_and_predicts_one_s
     """--imagine-push binds the model to the task's start (the push imagined too); --one-step reads
     each one-step prediction against the true frame before it: a model that predicts the next
     true frame scores the true travel, one that copies the frame before scores nothing."""
-    import re
 
     from vidpred.planning import cost
     from vidpred.training.checkpoint import load_model
