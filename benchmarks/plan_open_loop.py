@@ -7,9 +7,10 @@ radius and the mean final distance in px. A variant is ``READING:PICK``: READING
 ``tracked`` (the model arm's ``--cost``) or ``sim`` (the simulator as the model); PICK is
 ``best`` (the best sequence scored) or ``mean`` (CEM's final elite mean): ``vidpred plan
 --execute``. READING ``ensemble`` is the tracked cost averaged over RUN and the runs of
-``--ensemble RUN2 ...`` (each model rolls every candidate out under its own latent noise): an
-ensemble's members err differently, so CEM can exploit one model's errors less. Closed loop (``vidpred plan``) is what the planning targets score; this is a cheaper
-screen of what the model's imagination lets one plan do (docs/results.md).
+``--ensemble RUN2 ...`` (each model rolls every candidate out under its own latent noise): where
+the members err differently, CEM can exploit one model's errors less. Closed loop (``vidpred
+plan``) is what the planning targets score; this is a cheaper screen of what the model's
+imagination lets one plan do (docs/results.md).
 
     .venv/bin/python benchmarks/plan_open_loop.py RUN --tasks 30 --no-still --move-cost 0 \\
         --variants sim:best final:best tracked:best tracked:mean

@@ -433,7 +433,6 @@ def test_a_stopped_plan_resumes_from_its_finished_episodes(run, tmp_path, capsys
 
 
 def test_the_pushed_object_benchmark_reads_both_costs(run, synth_root, capsys, monkeypatch, load_benchmark):
-
     bench = load_benchmark("pushed_object")
     monkeypatch.setattr("sys.argv", ["pushed_object.py", str(run), str(synth_root), "--samples", "2",
                                      "--min-push", "0.05"])
@@ -552,7 +551,6 @@ def test_the_glide_benchmark_measures_a_slippery_object_gliding_on(run, tmp_path
                                                                   load_benchmark):
     """Task 42 of seed 0 (friction 0.07) glides on after the push stops, task 49 (friction 2.4) stops:
     the simulator's travel tells them apart, and the printout has both friction groups."""
-
     bench = load_benchmark("glide")
     tasks = {t.index: t for t in env_mod.find_tasks(0, 7)}
     travel = {}
