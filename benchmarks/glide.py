@@ -152,11 +152,9 @@ def one_step_glide(model, env: env_mod.PushEnv, seed: int) -> tuple[float, float
     out = rollout(model, frames, conds, env.n_past, use_posterior=True, teacher_forcing=True,
                   generator=torch.Generator().manual_seed(seed))
     P = env.n_past
-    # the pseudo-pixel as the planner's cost has it: an object a frame loses stays where it was
-    true = [torch.tensor(predictor.prior_xy, dtype=torch.float32)]
-    for frame in frames[0, P - 1:]:  # frames P - 1 .. P + H - 1, followed as colour_track follows them
-        true.append(colour_centroid(frame, predictor.colour, true[-1]))
-    true = torch.stack(true[1:])
+    # frames P - 1 .. P + H - 1 followed as the planner's cost follows them (an object a frame loses
+    # stays where it was)
+    true = colour_track(frames[0, P - 1:], predictor.colour, predictor.prior_xy, path=True)
     pred = colour_centroid(out.pred[0, P - 1:].float().clamp(0, 1), predictor.colour, true[:-1])  # P .. P + H - 1
     return float((true[1:] - true[:-1]).norm(dim=-1).sum()), float((pred - true[:-1]).norm(dim=-1).sum())
 

@@ -126,6 +126,13 @@ def test_colour_track_keeps_a_fading_object_where_it_was_last_seen():
     # batched: leading dimensions are kept, each sequence tracked on its own
     both = colour_track(torch.stack([frames, faded]), colour, start)
     assert both.shape == (2, 2) and torch.allclose(both[1], torch.as_tensor(tracked))
+    # the path: every frame's tracked position, the last one the track's end; the faded frames keep
+    # frame 6's position
+    path = colour_track(torch.stack([frames, faded]), colour, start, path=True)
+    assert path.shape == (2, 8, 2) and torch.equal(path[:, -1], both)
+    assert torch.allclose(path[1, 5:], path[1, 5].expand(3, 2), atol=0.3)
+    for t in (0, 3):  # a prefix of the frames tracks to the path's entry
+        assert torch.equal(path[0, t], colour_track(frames[: t + 1], colour, start))
 
 
 def colour_weights_sum(frames, colour) -> float:

@@ -336,12 +336,13 @@ class SVG(nn.Module):
         coords_t = None
         if self.transform is not None:
             previous, first, last, ref, coords = context[:5]
-            before = context[5] if len(context) > 5 and context[5] is not None else coords
+            before = context[5] if len(context) > 5 else None  # None: no motion before (forward_coords)
             first = first[:, None].expand(B, S, *first.shape[1:])
             if self.cfg.coords:
                 x, _, coords_t = self.transform.forward_coords(
                     g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1),
-                    ref.flatten(0, 1), coords.flatten(0, 1), shift, origin, before.flatten(0, 1))
+                    ref.flatten(0, 1), coords.flatten(0, 1), shift, origin,
+                    None if before is None else before.flatten(0, 1))
                 coords_t = coords_t.view(B, S, *coords_t.shape[1:])
             else:
                 x, _ = self.transform(g, x, previous.flatten(0, 1), first.flatten(0, 1), last.flatten(0, 1), shift, origin)

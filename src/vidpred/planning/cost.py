@@ -85,15 +85,18 @@ def colour_centroid(frames: torch.Tensor, colour, prior_xy=None, prior_mass: flo
 
 
 def colour_track(frames: torch.Tensor, colour, start_xy, prior_mass: float = PRIOR_MASS,
-                 sigma: float = COLOUR_SIGMA, cutoff: float = COLOUR_CUTOFF) -> torch.Tensor:
+                 sigma: float = COLOUR_SIGMA, cutoff: float = COLOUR_CUTOFF, path: bool = False) -> torch.Tensor:
     """frames (..., T, 3, H, W) in [0, 1], a predicted sequence -> (..., 2): the object of
     ``colour`` followed through the T frames. Frame t's position is its colour centroid with
     the pseudo-pixel at frame t - 1's position (frame 0's at ``start_xy`` (2,), the last
-    observed position), so an object that the frames fade keeps its last seen position."""
+    observed position), so an object that the frames fade keeps its last seen position.
+    ``path``: every frame's position instead, (..., T, 2)."""
     xy = torch.as_tensor(start_xy, dtype=torch.float32, device=frames.device).expand(*frames.shape[:-4], 2)
+    steps = []
     for t in range(frames.shape[-4]):
         xy = colour_centroid(frames[..., t, :, :, :], colour, xy, prior_mass, sigma, cutoff)
-    return xy
+        steps.append(xy)
+    return torch.stack(steps, -2) if path else xy
 
 
 def check_cost(cost: str) -> None:
